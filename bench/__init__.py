@@ -1,0 +1,1 @@
+"""Benchmarks and the video edits they (and the tests and demo) use."""

@@ -1,0 +1,1 @@
+"""Index and search engine: decode -> embed -> store -> FAISS coarse search -> HAP-VR re-rank."""

@@ -1,0 +1,178 @@
+"""PyAV decoding: probe and validate a file, then stream frames sampled at a fixed rate.
+
+Every frame is decoded (threaded) and the first frame at or after each
+sampling instant is kept. Seeking per sample was measured slower on short-GOP
+and long-GOP H.264 alike (bench/decode_strategies.py), so it is not used.
+Frames are scaled by swscale straight to the encoder's input size, which keeps
+memory flat: an hour of video never exists as full-size RGB in memory.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from indexer.errors import InputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mkv .webm .avi .mov .mpg .mpeg .ts .m2ts .mts .wmv .flv .3gp .ogv .gif .mxf".split()
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Refuse inputs beyond these before spending time on them."""
+
+    max_bytes: int = 4 * 1024**3
+    max_duration_s: float = 4 * 3600.0
+    max_pixels: int = 8192 * 8192
+    min_side: int = 16
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds
+    fps: float  # average frame rate of the stream
+    width: int
+    height: int
+    codec: str
+    rotation: int  # degrees, counter-clockwise, as stored in the file's display matrix
+
+
+@dataclass
+class FrameBatch:
+    timestamps: np.ndarray  # seconds, float64, one per frame
+    frames: np.ndarray  # N x H x W x 3 uint8 RGB
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except FileNotFoundError:
+        raise InputError("not_found", f"{path}: no such file") from None
+    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError("not_a_video", f"{path}: not a video file ({exc.__class__.__name__})") from None
+
+
+def probe(path: str | Path, limits: Limits = Limits()) -> VideoInfo:
+    """Validate container, stream, dimensions, size and duration without decoding much."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("not_found", f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError("not_a_video", f"{path}: empty file")
+    if size > limits.max_bytes:
+        raise InputError("too_large", f"{path}: {size} bytes exceeds the limit of {limits.max_bytes}")
+    with _open(path) as container:
+        if not container.streams.video:
+            raise InputError("no_video_stream", f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        if width < limits.min_side or height < limits.min_side or width * height > limits.max_pixels:
+            raise InputError("bad_dimensions", f"{path}: unusable dimensions {width}x{height}")
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+        duration = _duration(container, stream)
+        if duration > limits.max_duration_s:
+            raise InputError("too_long", f"{path}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s")
+        rotation = 0
+        codec = ctx.name or "unknown"
+    return VideoInfo(duration=duration, fps=fps, width=width, height=height, codec=codec, rotation=rotation)
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    if stream.frames and stream.average_rate:
+        return float(stream.frames / stream.average_rate)
+    return 0.0
+
+
+def sampling_rate(duration: float, fps: float, min_frames: int) -> float:
+    """1 fps normally; denser for clips too short to give `min_frames` samples."""
+    if duration <= 0:
+        return fps
+    if duration * fps < min_frames:
+        return max(fps, min_frames / max(duration, 1e-3))
+    return min(max(fps, min_frames / duration), 30.0)
+
+
+def iter_frames(
+    path: str | Path,
+    fps: float = 1.0,
+    size_for: Callable[[int, int], tuple[int, int]] = lambda w, h: (w, h),
+    batch_size: int = 64,
+    min_frames: int = 8,
+    limits: Limits = Limits(),
+) -> Iterator[FrameBatch]:
+    """Yield RGB frames sampled at `fps` (raised for very short clips), `batch_size` at a time.
+
+    `size_for(w, h)` gives the output size for a displayed (rotated) w x h
+    frame. Raises InputError("truncated") when nothing decodes.
+    """
+    path = Path(path)
+    info = probe(path, limits)
+    rate = sampling_rate(info.duration, fps if fps > 0 else info.fps, min_frames) if fps < info.fps else info.fps
+    step = 1.0 / rate
+    got_any = False
+    next_t = 0.0
+    stamps: list[float] = []
+    frames: list[np.ndarray] = []
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        try:
+            for frame in container.decode(stream):
+                t = (float(frame.pts * stream.time_base) - start) if frame.pts is not None else next_t
+                if t + 1e-6 < next_t:
+                    continue
+                rgb = _to_rgb(frame, size_for)
+                stamps.append(max(t, 0.0))
+                frames.append(rgb)
+                got_any = True
+                # Skip the instants this frame already covers (VFR gaps, low-fps sources).
+                next_t = (math.floor(t / step + 1e-6) + 1) * step
+                if len(frames) >= batch_size:
+                    yield FrameBatch(np.asarray(stamps), np.stack(frames))
+                    stamps, frames = [], []
+        except av.error.FFmpegError as exc:
+            if not got_any:
+                raise InputError("truncated", f"{path}: no decodable video frames ({exc.__class__.__name__})") from None
+            log.warning("%s: decoding stopped early at %.1f s (%s); keeping what decoded", path, next_t, exc)
+    if frames:
+        yield FrameBatch(np.asarray(stamps), np.stack(frames))
+    elif not got_any:
+        raise InputError("truncated", f"{path}: no decodable video frames")
+
+
+def _to_rgb(frame: av.VideoFrame, size_for: Callable[[int, int], tuple[int, int]]) -> np.ndarray:
+    """Scale with swscale, then apply the display rotation (90-degree steps)."""
+    rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    w, h = frame.width, frame.height
+    if rotation in (90, 270):
+        tw, th = size_for(h, w)
+        rgb = frame.to_ndarray(width=th, height=tw, format="rgb24")
+    else:
+        tw, th = size_for(w, h)
+        rgb = frame.to_ndarray(width=tw, height=th, format="rgb24")
+    if rotation:
+        # frame.rotation is counter-clockwise degrees to apply for display
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
+    return rgb
+
+
+def decode_all(path: str | Path, **kwargs) -> FrameBatch:
+    """Convenience for tests and small clips: every sampled frame in one batch."""
+    batches = list(iter_frames(path, **kwargs))
+    return FrameBatch(np.concatenate([b.timestamps for b in batches]), np.concatenate([b.frames for b in batches]))

@@ -1,0 +1,67 @@
+"""The one settings object of the product; every field reads env var HAPVR_<NAME>.
+
+CLI flags override fields; the service reads the same object, so a deployment
+is configured in one place (see docs/CONFIG.md for the table).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexer.decode import Limits
+from model.encoder import DEFAULT_PCA, EncoderConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HAPVR_", extra="ignore")
+
+    # --- store and engine
+    data: Path = Field(Path("hapvr-data"), description="data directory: SQLite, features, FAISS index")
+    cache_dir: Path = Field(Path.home() / ".cache" / "hapvr", description="ONNX export cache")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    sample_fps: float = Field(1.0, description="frames sampled per second of video (paper: 1)")
+    min_frames: int = Field(8, description="short clips are sampled densely to reach this many frames")
+    encode_batch: int = Field(32, description="frames per encoder batch")
+
+    # --- encoder
+    backbone: str = Field("efficientnet-lite0", description="efficientnet-lite0 or resnet50")
+    pca_path: Path = Field(DEFAULT_PCA, description="PCA whitening file (.npz or ViSiL .pth)")
+    resnet50_weights: Path | None = Field(None, description="torchvision ResNet-50 state dict (resnet50 only)")
+    resize_mode: str = Field("squash", description="squash (whole frame) or crop (paper: centre crop)")
+
+    # --- similarity network
+    checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
+    f2f_topk_rate: float = 0.1
+    v2v_topk_rate: float = 0.03
+
+    # --- search
+    candidates: int = Field(100, description="videos kept by the FAISS stage for re-ranking")
+    frame_neighbours: int = Field(64, description="FAISS neighbours per query frame")
+    top_k: int = 10
+
+    # --- input limits
+    max_bytes: int = 4 * 1024**3
+    max_duration_s: float = 4 * 3600.0
+    max_pixels: int = 8192 * 8192
+
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig(backbone=self.backbone, pca_path=self.pca_path, weights_path=self.resnet50_weights,
+                             resize_mode=self.resize_mode)
+
+    def limits(self) -> Limits:
+        return Limits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s, max_pixels=self.max_pixels)
+
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Frozen CNN backbones that return the multi-stage feature maps iMAC pools over."""

@@ -1,0 +1,259 @@
+"""HAP-VR similarity network (method doc §1.2–1.5), with the official parameter names.
+
+query -> index_video (attention) -> region 9x9 dot products -> spatial
+TopK-Chamfer (S^F, T x T') -> comparator CNN psi -> Hardtanh -> temporal
+TopK-Chamfer -> one score. Rows are always the query (asymmetric, as the
+official `symmetric=False`).
+
+Without a trained checkpoint the learned parts are meaningless, so the
+network then runs in ``chamfer`` mode: no attention, no comparator, score =
+TopK-Chamfer of S^F. That is the "untrained Chamfer similarity" baseline.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: the official evaluator splits long targets into chunks of this many frames and averages the chunk scores
+TARGET_CHUNK = 2048
+#: HAP-VR's evaluator tiles short videos to at least 8 frames (S2VS: 4); the CNN needs >= 4
+MIN_FRAMES = 8
+
+
+def topk_count(n: int | torch.Tensor, rate: float) -> int | torch.Tensor:
+    """k = max(1, round(rate * n)); Python rounding (half to even) like the official `round`."""
+    if isinstance(n, torch.Tensor):
+        return torch.clamp(torch.round(n.to(torch.float64) * rate), min=1).to(torch.long)
+    return max(1, round(n * rate))
+
+
+def topk_chamfer(sim: torch.Tensor, rate: float, row_mask: torch.Tensor | None = None,
+                 col_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """TopK-Chamfer over the last two dims (rows: query, cols: target) -> shape sim.shape[:-2].
+
+    For each row, mean of its top-k entries (k = max(1, round(rate * valid cols))),
+    then the mean over valid rows. Masks (..., n) / (..., m) hold 1 for real
+    entries; padding never contributes and k is computed from the real length,
+    so a padded batch scores exactly like its unpadded members.
+    """
+    n, m = sim.shape[-2], sim.shape[-1]
+    if col_mask is None:
+        k = topk_count(m, rate)
+        row_scores = sim.topk(k, dim=-1).values.mean(-1) if k > 1 else sim.amax(-1)
+    else:
+        col_mask = col_mask.bool()
+        filled = sim.masked_fill(~col_mask.unsqueeze(-2), float("-inf"))
+        k = topk_count(col_mask.sum(-1), rate)  # (...)
+        kmax = int(k.max()) if k.numel() else 1
+        top = filled.topk(min(kmax, m), dim=-1).values  # (..., n, kmax)
+        if kmax == 1:
+            row_scores = top[..., 0]
+        else:
+            keep = torch.arange(top.shape[-1], device=sim.device) < k.unsqueeze(-1).unsqueeze(-1)
+            row_scores = top.masked_fill(~keep, 0.0).sum(-1) / k.unsqueeze(-1).to(sim.dtype)
+        row_scores = torch.nan_to_num(row_scores, neginf=0.0)
+    if row_mask is None:
+        return row_scores.mean(-1)
+    row_mask = row_mask.to(sim.dtype)
+    return (row_scores * row_mask).sum(-1) / row_mask.sum(-1).clamp(min=1)
+
+
+class Attention(nn.Module):
+    """alpha = sigmoid(u^T tanh(W f + b)); f is rescaled by alpha and not re-normalised."""
+
+    def __init__(self, dims: int = 512):
+        super().__init__()
+        self.transform = nn.Linear(dims, dims)
+        self.context_vector = nn.Linear(dims, 1, bias=False)
+        nn.init.xavier_uniform_(self.context_vector.weight)
+        nn.init.xavier_uniform_(self.transform.weight)
+        nn.init.zeros_(self.transform.bias)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.context_vector(torch.tanh(self.transform(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weights(x)
+
+
+class VideoComparator(nn.Module):
+    """ViSiL's comparator CNN psi (no batch norm): 32-64-128 3x3 convs, two 2x2 max-pools, 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.conv3 = nn.Conv2d(64, 128, 3)
+        self.fconv = nn.Conv2d(128, 1, 1)
+        for conv in (self.conv1, self.conv2, self.conv3, self.fconv):
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, sim: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """sim: B x 1 x T x T' (mask same shape, 1 = real) -> raw psi output and its mask."""
+
+        def masked(x: torch.Tensor) -> torch.Tensor:
+            return x if mask is None else x * mask
+
+        x = masked(sim)
+        for conv, pool in ((self.conv1, True), (self.conv2, True), (self.conv3, False)):
+            x = F.relu(masked(conv(F.pad(x, (1, 1, 1, 1)))))
+            if pool:
+                x = F.max_pool2d(x, 2, 2)
+                if mask is not None:
+                    # min-pool: a pooled cell is real only if all four inputs are, so a
+                    # padded video of odd length T pools to floor(T/2) real cells exactly
+                    # as the unpadded one does (the official max-pool keeps one more).
+                    mask = -F.max_pool2d(-mask, 2, 2)
+                    x = x * mask
+        return masked(self.fconv(x)), mask
+
+
+def tile_to(x: torch.Tensor, min_frames: int) -> torch.Tensor:
+    """Repeat a T x R x D video along time until it has >= min_frames frames (official evaluator)."""
+    t = x.shape[0]
+    if t == 0:
+        raise ValueError("a video needs at least one frame")
+    return x if t >= min_frames else x.repeat(math.ceil(min_frames / t), 1, 1)
+
+
+class HAPVRSimilarity(nn.Module):
+    """The similarity network. 355,969 trainable parameters (attention 263,168 + CNN 92,801)."""
+
+    def __init__(self, dims: int = 512, f2f_topk_rate: float = 0.1, v2v_topk_rate: float = 0.03,
+                 learned: bool = True, min_frames: int = MIN_FRAMES, target_chunk: int = TARGET_CHUNK):
+        super().__init__()
+        self.dims = dims
+        self.f2f_topk_rate = f2f_topk_rate
+        self.v2v_topk_rate = v2v_topk_rate
+        self.learned = learned
+        self.min_frames = min_frames
+        self.target_chunk = target_chunk
+        self.attention = Attention(dims)
+        self.comparator_module = VideoComparator()
+
+    @property
+    def mode(self) -> str:
+        return "learned" if self.learned else "chamfer"
+
+    # ----- ingestion
+    def index_video(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Applied once at ingestion; the index stores its output. (B x)T x R x D -> same shape."""
+        x = self.attention(features) if self.learned else features
+        if mask is not None:
+            x = x * mask.to(x.dtype)[..., None, None]
+        return x
+
+    # ----- frame level
+    def frame_to_frame(self, query: torch.Tensor, targets: torch.Tensor,
+                       target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """S^F for one query (Tq x R x D) vs B targets (B x Tt x R x D) -> B x Tq x Tt.
+
+        Region similarities are computed as one matrix product; spatial
+        TopK-Chamfer then runs over the 9 target regions of each frame pair.
+        """
+        tq, r, d = query.shape
+        b, tt, rt, _ = targets.shape
+        region = query.reshape(tq * r, d) @ targets.reshape(b * tt * rt, d).T  # (Tq*R) x (B*Tt*R)
+        region = region.view(tq, r, b, tt, rt).permute(2, 0, 3, 1, 4)  # B x Tq x Tt x R x R'
+        s = topk_chamfer(region, self.f2f_topk_rate)  # B x Tq x Tt
+        if target_mask is not None:
+            s = s * target_mask.to(s.dtype)[:, None, :]
+        return s
+
+    def video_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """B x Tq x Tt frame similarities -> B video scores (in [-1, 1] when learned)."""
+        if not self.learned:
+            return topk_chamfer(f2f, self.v2v_topk_rate, col_mask=target_mask)
+        b, tq, tt = f2f.shape
+        mask = None
+        if target_mask is not None:
+            mask = target_mask.to(f2f.dtype)[:, None, None, :].expand(b, 1, tq, tt).contiguous()
+        out, out_mask = self.comparator_module(f2f.unsqueeze(1), mask)
+        out = F.hardtanh(out).squeeze(1)
+        col_mask = None if out_mask is None else out_mask[:, 0, 0, :]
+        return topk_chamfer(out, self.v2v_topk_rate, col_mask=col_mask)
+
+    @torch.no_grad()
+    def similarity(self, query: torch.Tensor, targets: list[torch.Tensor],
+                   batch_frames: int = 200_000) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One indexed query vs many indexed targets (each T_i x R x D, any length).
+
+        Returns (scores of shape [len(targets)], [S^F of shape Tq x T_i per
+        target]). Short videos are tiled to `min_frames` for scoring (S^F is
+        reported for the real frames); targets longer than `target_chunk`
+        frames are scored per chunk and the chunk scores averaged, as the
+        official evaluator does. Targets are padded into batches of at most
+        `batch_frames` target frames so memory stays bounded.
+        """
+        dtype = torch.float32
+        q_real = query.to(dtype)
+        q = tile_to(q_real, self.min_frames)
+        pieces: list[tuple[int, torch.Tensor]] = []  # (target index, chunk)
+        for i, t in enumerate(targets):
+            t = t.to(dtype)
+            for start in range(0, max(len(t), 1), self.target_chunk):
+                pieces.append((i, tile_to(t[start : start + self.target_chunk], self.min_frames)))
+        chunk_scores = torch.zeros(len(pieces), dtype=dtype)
+        f2f_parts: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(targets))}
+        order = sorted(range(len(pieces)), key=lambda j: len(pieces[j][1]))
+        start = 0
+        while start < len(order):
+            width = len(pieces[order[start]][1])
+            end = start + 1
+            while end < len(order):
+                width = len(pieces[order[end]][1])
+                if width * (end - start + 1) * len(q) > batch_frames * 64 and end > start:
+                    break
+                end += 1
+            group = order[start:end]
+            tmax = max(len(pieces[j][1]) for j in group)
+            padded = torch.zeros(len(group), tmax, *q.shape[1:], dtype=dtype)
+            mask = torch.zeros(len(group), tmax, dtype=dtype)
+            for row, j in enumerate(group):
+                chunk = pieces[j][1]
+                padded[row, : len(chunk)] = chunk
+                mask[row, : len(chunk)] = 1
+            f2f = self.frame_to_frame(q, padded, mask)
+            scores = self.video_score(f2f, mask)
+            for row, j in enumerate(group):
+                chunk_scores[j] = scores[row]
+            start = end
+        # S^F over the real (untiled) frames, chunk by chunk in target order
+        final = torch.zeros(len(targets), dtype=dtype)
+        counts = torch.zeros(len(targets), dtype=dtype)
+        for j, (i, _) in enumerate(pieces):
+            final[i] += chunk_scores[j]
+            counts[i] += 1
+        for i, t in enumerate(targets):
+            t = t.to(dtype)
+            f2f_parts[i] = self.frame_to_frame(q_real, t.unsqueeze(0))[0] if len(t) else torch.zeros(len(q_real), 0)
+        return final / counts.clamp(min=1), [f2f_parts[i] for i in range(len(targets))]
+
+    # ----- training
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All-pairs similarity of a training batch N x T x R x D.
+
+        Returns (S^F of every ordered pair, N x N x T x T; video similarities
+        rescaled to [0, 1], N x N; the raw comparator output psi, for the
+        regulariser).
+        """
+        n, t = x.shape[:2]
+        x = self.index_video(x, mask)
+        flat = x.reshape(n * t * x.shape[2], x.shape[3])
+        region = (flat @ flat.T).view(n, t, x.shape[2], n, t, x.shape[2]).permute(0, 3, 1, 4, 2, 5)
+        f2f = topk_chamfer(region, self.f2f_topk_rate)  # N x N x T x T
+        pair_mask = None
+        if mask is not None:
+            m = mask.to(x.dtype)
+            pair_mask = (m[:, None, :, None] * m[None, :, None, :]).reshape(n * n, 1, t, t)
+            f2f = f2f * pair_mask.view(n, n, t, t)
+        psi, out_mask = self.comparator_module(f2f.reshape(n * n, 1, t, t), pair_mask)
+        sim = F.hardtanh(psi) / 2 + 0.5
+        col_mask = None if out_mask is None else out_mask[:, 0, 0, :]
+        row_mask = None if out_mask is None else out_mask[:, 0, :, 0]
+        video = topk_chamfer(sim.squeeze(1), self.v2v_topk_rate, row_mask=row_mask, col_mask=col_mask)
+        return f2f, video.view(n, n), psi

@@ -1,0 +1,109 @@
+"""The frame encoder on real frames from ../shared/videos."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from bench.videoedit import read_clip
+from tests.conftest import clip
+
+
+def jpeg_roundtrip(frames: np.ndarray, quality: int = 25) -> np.ndarray:
+    from PIL import Image
+
+    out = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="JPEG", quality=quality)
+        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    a = read_clip(clip("sam2__01_dog.mp4"), fps=1.0).frames[:4]
+    b = read_clip(clip("moviepy__chaplin.mp4"), fps=1.0).frames[:4]
+    c = read_clip(clip("intel__car-detection.mp4"), fps=1.0).frames[:4]
+    return np.stack(a), np.stack(b), np.stack(c)
+
+
+def test_output_shape_norm_and_determinism(encoder, frames):
+    dog = frames[0]
+    first = encoder.encode(dog)
+    second = encoder.encode(dog)
+    assert first.shape == (len(dog), 9, 512) and first.dtype == torch.float32
+    assert torch.allclose(first.norm(dim=-1), torch.ones(len(dog), 9), atol=1e-5)
+    assert torch.equal(first, second)
+
+
+def test_reencoded_copy_scores_far_above_unrelated_frames(encoder, frames):
+    dog, chaplin, cars = frames
+    original = encoder.encode(dog)
+    copy = encoder.encode(jpeg_roundtrip(dog))
+    unrelated = torch.cat([encoder.encode(chaplin), encoder.encode(cars)])
+
+    def frame_sim(a, b):  # Chamfer over regions, per frame pair
+        return (a.flatten(0, 0) @ b.transpose(-1, -2)).amax(-1).mean(-1)
+
+    same = torch.stack([frame_sim(original[i], copy[i]) for i in range(len(dog))])
+    other = torch.stack([frame_sim(original[i], unrelated[j]) for i in range(len(dog)) for j in range(len(unrelated))])
+    assert same.min() > 0.6
+    assert other.max() < 0.35
+    assert same.min() > other.max() + 0.3
+
+
+def test_any_input_size_and_batching(encoder, frames):
+    dog = frames[0]
+    small = dog[:, ::3, ::3].copy()  # odd size, not 224
+    out = encoder.encode(small)
+    assert out.shape == (len(small), 9, 512)
+    many = np.concatenate([dog] * 10)  # 40 frames: more than one batch of 32
+    batched = encoder.encode(many)
+    assert torch.allclose(batched[:4], batched[-4:], atol=1e-5)
+    assert encoder.encode(np.zeros((0, 50, 60, 3), np.uint8)).shape == (0, 9, 512)
+
+
+def test_rejects_non_rgb_input(encoder):
+    with pytest.raises(ValueError):
+        encoder.encode(np.zeros((2, 32, 32), np.uint8))
+    with pytest.raises(ValueError):
+        encoder.encode(np.zeros((2, 32, 32, 3), np.float32))
+
+
+def test_torch_and_onnx_runtimes_agree(frames, tmp_path):
+    from model.encoder import EncoderConfig, FrameEncoder
+
+    torch_enc = FrameEncoder(EncoderConfig(), device="cpu", runtime="torch")
+    onnx_enc = FrameEncoder(EncoderConfig(), device="cpu", runtime="onnx", cache_dir=tmp_path)
+    a, b = torch_enc.encode(frames[0][:2]), onnx_enc.encode(frames[0][:2])
+    assert torch.allclose(a, b, atol=1e-3)
+    assert torch_enc.version == onnx_enc.version
+
+
+def test_paper_resnet50_backbone_from_user_files(tmp_path, frames):
+    """The paper's ResNet-50 L3-iMAC path, with random weights standing in for the user's files."""
+    from model.backbones.resnet import CHANNELS, ResNet50Stages
+    from model.encoder import EncoderConfig, FrameEncoder
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet50.pth"
+    state = ResNet50Stages().state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)  # torchvision layout
+    torch.save(state, weights)
+    g = np.random.default_rng(0)
+    v, _ = np.linalg.qr(g.standard_normal((CHANNELS, CHANNELS)))
+    pca = tmp_path / "pca_resnet50.pth"  # ViSiL format: full eigen-decomposition
+    torch.save({"mean": torch.zeros(CHANNELS), "d": torch.linspace(0.1, 2.0, CHANNELS),
+                "V": torch.from_numpy(v.astype(np.float32))}, pca)
+    config = EncoderConfig(backbone="resnet50", pca_path=pca, weights_path=weights, resize_mode="crop")
+    enc = FrameEncoder(config, device="cpu", runtime="torch")
+    out = enc.encode(frames[0][:2])
+    assert CHANNELS == 3840
+    assert out.shape == (2, 9, 512)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(2, 9), atol=1e-5)
+    assert enc.version.startswith("resnet50-")
+    with pytest.raises(ValueError, match="HAPVR_RESNET50_WEIGHTS"):
+        FrameEncoder(EncoderConfig(backbone="resnet50", pca_path=pca), device="cpu")

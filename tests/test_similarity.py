@@ -1,0 +1,145 @@
+"""TopK-Chamfer, masks, the similarity network's entry points and official-checkpoint compatibility."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.checkpoint import load_similarity, save_similarity
+from model.similarity import HAPVRSimilarity, topk_chamfer
+
+
+def test_topk_chamfer_k1_is_chamfer_and_k_all_is_mean():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 5, 11, generator=g)
+    assert torch.allclose(topk_chamfer(s, rate=0.01), s.amax(-1).mean(-1))
+    assert torch.allclose(topk_chamfer(s, rate=1.0), s.mean((-1, -2)))
+    k = 3  # rate 0.3 of 11 columns rounds to 3
+    expected = s.topk(k, -1).values.mean(-1).mean(-1)
+    assert torch.allclose(topk_chamfer(s, rate=0.3), expected)
+
+
+def test_topk_chamfer_masks_ignore_padding():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(4, 6, generator=g)
+    padded = torch.full((7, 10), 99.0)
+    padded[:4, :6] = real
+    rows = torch.tensor([1, 1, 1, 1, 0, 0, 0])
+    cols = torch.tensor([1] * 6 + [0] * 4)
+    for rate in (0.01, 0.5, 1.0):
+        got = topk_chamfer(padded, rate, row_mask=rows, col_mask=cols)
+        assert torch.allclose(got, topk_chamfer(real, rate)), rate
+
+
+def random_video(t: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(t, 9, 512, generator=g), dim=-1)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_similarity_handles_every_length(learned):
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=learned).eval()
+    query = net.index_video(random_video(5, 0))
+    targets = [net.index_video(random_video(t, t)) for t in (1, 2, 3, 9, 40)]
+    scores, f2f = net.similarity(query, targets)
+    assert scores.shape == (5,)
+    assert torch.isfinite(scores).all()
+    assert [m.shape for m in f2f] == [(5, t) for t in (1, 2, 3, 9, 40)]
+    one_frame, _ = net.similarity(net.index_video(random_video(1, 7)), targets[:2])
+    assert torch.isfinite(one_frame).all()
+
+
+def test_batched_scores_equal_one_by_one():
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=True).eval()
+    query = net.index_video(random_video(12, 0))
+    targets = [net.index_video(random_video(t, 10 + t)) for t in (8, 13, 30)]
+    together, _ = net.similarity(query, targets)
+    alone = torch.stack([net.similarity(query, [t])[0][0] for t in targets])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_long_targets_are_chunked_and_averaged():
+    net = HAPVRSimilarity(learned=False, target_chunk=16).eval()
+    query = random_video(6, 0)
+    target = random_video(40, 1)
+    score, f2f = net.similarity(query, [target])
+    parts = [net.similarity(query, [target[s : s + 16]])[0][0] for s in (0, 16, 32)]
+    assert float(score[0]) == pytest.approx(float(sum(parts) / 3), abs=1e-6)
+    assert f2f[0].shape == (6, 40)
+
+
+def test_copy_scores_above_unrelated():
+    net = HAPVRSimilarity(learned=False)
+    video = random_video(20, 3)
+    noisy = torch.nn.functional.normalize(video + 0.01 * torch.randn_like(video), dim=-1)
+    scores, _ = net.similarity(noisy[5:15], [video, random_video(20, 4)])
+    assert scores[0] > 0.8 > 0.2 > scores[1]
+
+
+def test_training_forward_shapes_and_masks():
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=True)
+    x = torch.nn.functional.normalize(torch.randn(3, 8, 9, 512), dim=-1)
+    f2f, sim, psi = net(x)
+    assert f2f.shape == (3, 3, 8, 8) and sim.shape == (3, 3) and psi.shape == (9, 1, 2, 2)
+    assert ((sim >= 0) & (sim <= 1)).all()
+    # a padded batch: the third video has 5 real frames; its similarities ignore the padding
+    mask = torch.ones(3, 8)
+    mask[2, 5:] = 0
+    x2 = x.clone()
+    x2[2, 5:] = 123.0
+    f2f_masked, _, _ = net(x2, mask)
+    assert torch.all(f2f_masked[2, :, 5:, :] == 0) and torch.all(f2f_masked[:, 2, :, 5:] == 0)
+    assert sum(p.numel() for p in net.parameters()) == 355_969
+
+
+def official_state_dict(prefix: str = "", comparator: str = "comparator_module") -> dict[str, torch.Tensor]:
+    shapes = {
+        "attention.transform.weight": (512, 512), "attention.transform.bias": (512,),
+        "attention.context_vector.weight": (1, 512),
+        f"{comparator}.conv1.weight": (32, 1, 3, 3), f"{comparator}.conv1.bias": (32,),
+        f"{comparator}.conv2.weight": (64, 32, 3, 3), f"{comparator}.conv2.bias": (64,),
+        f"{comparator}.conv3.weight": (128, 64, 3, 3), f"{comparator}.conv3.bias": (128,),
+        f"{comparator}.fconv.weight": (1, 128, 1, 1), f"{comparator}.fconv.bias": (1,),
+    }
+    g = torch.Generator().manual_seed(5)
+    return {prefix + k: torch.randn(v, generator=g) * 0.05 for k, v in shapes.items()}
+
+
+@pytest.mark.parametrize("wrap", ["plain", "model_key_ddp", "s2vs"])
+def test_loads_official_checkpoint_layouts(tmp_path, wrap):
+    state = official_state_dict()
+    if wrap == "plain":
+        payload = state
+    elif wrap == "model_key_ddp":
+        payload = {"model": official_state_dict("module."), "epoch": 3, "args": {"lr": 4e-5}}
+    else:
+        payload = {"model": official_state_dict(comparator="visil_head")}
+    path = tmp_path / "ckpt.pth"
+    torch.save(payload, path)
+    net, _ = load_similarity(path)
+    assert net.learned
+    assert torch.equal(net.attention.transform.weight, state["attention.transform.weight"])
+    assert torch.equal(net.comparator_module.fconv.weight, state["comparator_module.fconv.weight"])
+    # every parameter of ours has exactly the official name and shape
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == {k: tuple(v.shape) for k, v in state.items()}
+
+
+def test_rejects_a_foreign_checkpoint(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(ValueError, match="not a HAP-VR"):
+        load_similarity(path)
+
+
+def test_own_checkpoint_round_trips(tmp_path):
+    net = HAPVRSimilarity(learned=True, v2v_topk_rate=0.2)
+    path = tmp_path / "sim.pt"
+    save_similarity(net, path, encoder_version="enc-v1")
+    loaded, meta = load_similarity(path)
+    assert meta["encoder_version"] == "enc-v1"
+    assert loaded.v2v_topk_rate == 0.2
+    for (k, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert path.stat().st_size < 5 * 1024 * 1024
