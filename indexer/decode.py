@@ -20,6 +20,8 @@ import numpy as np
 from indexer.errors import InputError
 
 log = logging.getLogger(__name__)
+# libav prints every damaged packet to stderr; damage is reported through InputError instead
+av.logging.set_level(av.logging.PANIC)
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mkv .webm .avi .mov .mpg .mpeg .ts .m2ts .mts .wmv .flv .3gp .ogv .gif .mxf".split()
@@ -52,12 +54,38 @@ class FrameBatch:
     frames: np.ndarray  # N x H x W x 3 uint8 RGB
 
 
+#: leading bytes of containers that hold video: a file that starts like one but does not open is damaged
+CONTAINER_MAGIC = {
+    "MP4/MOV": lambda h: h[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"),
+    "Matroska/WebM": lambda h: h[:4] == b"\x1a\x45\xdf\xa3",
+    "AVI": lambda h: h[:4] == b"RIFF" and h[8:12] == b"AVI ",
+    "MPEG-TS": lambda h: h[:1] == b"\x47" and len(h) > 188 and h[188:189] == b"\x47",
+    "MPEG-PS": lambda h: h[:4] == b"\x00\x00\x01\xba",
+    "FLV": lambda h: h[:3] == b"FLV",
+    "Ogg": lambda h: h[:4] == b"OggS",
+}
+
+
+#: demuxers of still images; animated GIF ("gif") is accepted as video
+IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "tty"})
+
+
+def container_kind(path: Path) -> str | None:
+    """The container a file's first bytes announce, if any (content sniffing, no decoding)."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    return next((name for name, test in CONTAINER_MAGIC.items() if test(head)), None)
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), metadata_errors="ignore")
     except FileNotFoundError:
         raise InputError("not_found", f"{path}: no such file") from None
-    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        kind = container_kind(path)
+        if kind:
+            raise InputError("truncated", f"{path}: a {kind} file that cannot be read (truncated or corrupt)") from None
         raise InputError("not_a_video", f"{path}: not a video file ({exc.__class__.__name__})") from None
 
 
@@ -72,8 +100,12 @@ def probe(path: str | Path, limits: Limits = Limits()) -> VideoInfo:
     if size > limits.max_bytes:
         raise InputError("too_large", f"{path}: {size} bytes exceeds the limit of {limits.max_bytes}")
     with _open(path) as container:
+        if not container.streams:
+            raise InputError("truncated", f"{path}: a container with no readable stream (truncated or corrupt)")
         if not container.streams.video:
             raise InputError("no_video_stream", f"{path}: has no video stream")
+        if container.format.name in IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+            raise InputError("not_a_video", f"{path}: a still image ({container.format.name}), not a video")
         stream = container.streams.video[0]
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
@@ -98,13 +130,12 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     return 0.0
 
 
-def sampling_rate(duration: float, fps: float, min_frames: int) -> float:
-    """1 fps normally; denser for clips too short to give `min_frames` samples."""
-    if duration <= 0:
-        return fps
-    if duration * fps < min_frames:
-        return max(fps, min_frames / max(duration, 1e-3))
-    return min(max(fps, min_frames / duration), 30.0)
+def sampling_rate(duration: float, source_fps: float, wanted_fps: float, min_frames: int) -> float:
+    """`wanted_fps` normally; denser for clips too short to give `min_frames` samples; never above the source."""
+    rate = wanted_fps if wanted_fps > 0 else source_fps
+    if duration > 0 and duration * rate < min_frames:
+        rate = min_frames / duration
+    return min(rate, source_fps) if source_fps > 0 else rate
 
 
 def iter_frames(
@@ -122,8 +153,7 @@ def iter_frames(
     """
     path = Path(path)
     info = probe(path, limits)
-    rate = sampling_rate(info.duration, fps if fps > 0 else info.fps, min_frames) if fps < info.fps else info.fps
-    step = 1.0 / rate
+    step = 1.0 / sampling_rate(info.duration, info.fps, fps, min_frames)
     got_any = False
     next_t = 0.0
     stamps: list[float] = []
@@ -150,10 +180,14 @@ def iter_frames(
             if not got_any:
                 raise InputError("truncated", f"{path}: no decodable video frames ({exc.__class__.__name__})") from None
             log.warning("%s: decoding stopped early at %.1f s (%s); keeping what decoded", path, next_t, exc)
+    if not got_any:
+        raise InputError("truncated", f"{path}: no decodable video frames")
+    covered = next_t if not stamps else max(next_t, stamps[-1])
+    if info.duration > 2.0 and covered < 0.5 * info.duration:
+        raise InputError("truncated", f"{path}: only {covered:.1f} s of the declared {info.duration:.1f} s decode "
+                                      "(truncated or corrupt)")
     if frames:
         yield FrameBatch(np.asarray(stamps), np.stack(frames))
-    elif not got_any:
-        raise InputError("truncated", f"{path}: no decodable video frames")
 
 
 def _to_rgb(frame: av.VideoFrame, size_for: Callable[[int, int], tuple[int, int]]) -> np.ndarray:

@@ -153,8 +153,7 @@ class FrameEncoder:
         # and onnxruntime thread pools on 2 cores costs ~15% in spin-waiting.
         self._encode = self._compile(nn.Sequential(self._imac, self.pca) if self.pca is not None else None)
         self._raw = None
-        pca_tag = file_digest(config.pca_path) if self.pca is not None else "none"
-        self.version = f"{config.backbone}-imac-pca{config.dims}:{pca_tag}-{config.resize_mode}{config.size}"
+        self.version = encoder_version(config) if self.pca is not None else f"{config.backbone}-imac-raw"
 
     def _compile(self, net: nn.Module | None):
         if net is None:
@@ -195,6 +194,12 @@ class FrameEncoder:
         return self._batched(self._encode, frames, self.config.dims)
 
     __call__ = encode
+
+
+def encoder_version(config: EncoderConfig) -> str:
+    """Identifies the features an encoder produces, without building it (cheap: hashes the PCA file)."""
+    return (f"{config.backbone}-imac-pca{config.dims}:{file_digest(config.pca_path)}"
+            f"-{config.resize_mode}{config.size}")
 
 
 def _imac_channels(backbone: str) -> int:

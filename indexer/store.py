@@ -1,0 +1,248 @@
+"""The on-disk store: SQLite rows, fp16 feature files, and the write lock.
+
+Layout under the data directory:
+
+    store.sqlite            videos (one row per committed video), deletions, store info
+    features/<id>.npy       T x 9 x 512 fp16: the similarity network's index_video output
+    faiss/                  the coarse index (derived; see indexer/coarse.py)
+    write.lock              one writer at a time, across processes
+
+SQLite is the source of truth. A video is visible once its row commits, and
+the row is only written after its feature file has been renamed into place,
+so a crash at any moment leaves either no row (the file is an orphan, removed
+later) or a complete video. The FAISS index is derived from rows + features
+and catches up from them when it is stale.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS videos (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    source TEXT NOT NULL,
+    external_id TEXT,
+    sha256 TEXT NOT NULL,
+    duration REAL NOT NULL,
+    fps REAL NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    timestamps BLOB NOT NULL,
+    model_version TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS videos_sha ON videos(sha256);
+CREATE INDEX IF NOT EXISTS videos_external ON videos(external_id);
+CREATE TABLE IF NOT EXISTS deletions (gen INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class VideoRecord:
+    seq: int
+    id: str
+    source: str
+    external_id: str | None
+    sha256: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    frames: int
+    timestamps: np.ndarray
+    model_version: str
+    metadata: dict = field(default_factory=dict)
+    created: float = 0.0
+
+    def public(self) -> dict:
+        """JSON-friendly view (no internal seq, no timestamps array)."""
+        return {
+            "id": self.id, "source": self.source, "external_id": self.external_id, "sha256": self.sha256,
+            "duration": round(self.duration, 3), "fps": round(self.fps, 3), "width": self.width,
+            "height": self.height, "codec": self.codec, "frames": self.frames,
+            "model_version": self.model_version, "metadata": self.metadata, "created": self.created,
+        }
+
+
+def _record(row: sqlite3.Row) -> VideoRecord:
+    d = dict(row)
+    d["timestamps"] = np.frombuffer(d["timestamps"], dtype=np.float32)
+    d["metadata"] = json.loads(d["metadata"])
+    return VideoRecord(**d)
+
+
+class Store:
+    """SQLite + feature files under one directory. Safe for many readers and one writer at a time."""
+
+    def __init__(self, root: str | Path, model_version: str):
+        self.root = Path(root)
+        self.features_dir = self.root / "features"
+        self.features_dir.mkdir(parents=True, exist_ok=True)
+        self.model_version = model_version
+        self.db = sqlite3.connect(self.root / "store.sqlite", timeout=60, check_same_thread=False,
+                                  isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        with self.write_lock():
+            self.db.executescript(SCHEMA)
+            self._check_version()
+
+    # ----- concurrency
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Exclusive across processes (flock); readers never take it."""
+        with open(self.root / "write.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM info WHERE key='model_version'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO info VALUES ('model_version', ?)", (self.model_version,))
+        elif row[0] != self.model_version:
+            raise InputError(
+                "incompatible_store",
+                f"{self.root} holds features of model {row[0]}, this engine computes {self.model_version}; "
+                "use another --data directory or re-index",
+            )
+
+    # ----- writes
+    def feature_path(self, video_id: str) -> Path:
+        return self.features_dir / f"{video_id}.npy"
+
+    def write_features(self, features: np.ndarray) -> str:
+        """Write T x R x D fp16 features under a fresh id; durable before any row names it."""
+        video_id = uuid.uuid4().hex[:16]
+        path = self.feature_path(video_id)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(features, dtype=np.float16))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+        return video_id
+
+    def commit_video(self, video_id: str, *, source: str, external_id: str | None, sha256: str, duration: float,
+                     fps: float, width: int, height: int, codec: str, timestamps: np.ndarray,
+                     metadata: dict | None = None) -> VideoRecord:
+        """Insert the row that makes a written feature file a visible video (call under write_lock)."""
+        ts = np.asarray(timestamps, dtype=np.float32)
+        self.db.execute(
+            "INSERT INTO videos (id, source, external_id, sha256, duration, fps, width, height, codec, frames,"
+            " timestamps, model_version, metadata, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (video_id, source, external_id, sha256, duration, fps, width, height, codec, len(ts), ts.tobytes(),
+             self.model_version, json.dumps(metadata or {}, sort_keys=True), time.time()),
+        )
+        record = self.get(video_id)
+        assert record is not None
+        return record
+
+    def delete(self, video_id: str) -> bool:
+        """Remove row (recording the deletion for the FAISS index), then the feature file."""
+        with self.write_lock():
+            record = self.get(video_id)
+            if record is None:
+                return False
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("DELETE FROM videos WHERE seq=?", (record.seq,))
+                self.db.execute("INSERT INTO deletions (seq) VALUES (?)", (record.seq,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.feature_path(video_id).unlink(missing_ok=True)
+        return True
+
+    def remove_orphans(self, min_age_s: float = 600.0) -> int:
+        """Feature files no row names (a crash between file and row); only old ones, under the lock."""
+        removed = 0
+        with self.write_lock():
+            known = {r[0] for r in self.db.execute("SELECT id FROM videos")}
+            now = time.time()
+            for path in self.features_dir.iterdir():
+                stem = path.name.split(".")[0]
+                if stem not in known and now - path.stat().st_mtime >= min_age_s:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    # ----- reads
+    def get(self, video_id: str) -> VideoRecord | None:
+        row = self.db.execute("SELECT * FROM videos WHERE id=?", (video_id,)).fetchone()
+        return _record(row) if row else None
+
+    def by_sha256(self, sha256: str) -> VideoRecord | None:
+        row = self.db.execute("SELECT * FROM videos WHERE sha256=? ORDER BY seq LIMIT 1", (sha256,)).fetchone()
+        return _record(row) if row else None
+
+    def by_seqs(self, seqs: list[int]) -> dict[int, VideoRecord]:
+        out: dict[int, VideoRecord] = {}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT * FROM videos WHERE seq IN ({marks})", chunk):
+                out[row["seq"]] = _record(row)
+        return out
+
+    def list(self, offset: int = 0, limit: int = 100, metadata_filter: dict[str, str] | None = None) -> list[VideoRecord]:
+        sql, args = "SELECT * FROM videos", []
+        if metadata_filter:
+            clauses = []
+            for key, value in metadata_filter.items():
+                clauses.append("json_extract(metadata, ?) = ?")
+                args += [f'$."{key}"', value]
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seq LIMIT ? OFFSET ?"
+        return [_record(r) for r in self.db.execute(sql, [*args, limit, offset])]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM videos").fetchone()[0])
+
+    def seqs_after(self, seq: int) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self.db.execute("SELECT seq, id FROM videos WHERE seq > ? ORDER BY seq", (seq,))]
+
+    def max_seq(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM videos").fetchone()[0])
+
+    def deletions_after(self, gen: int) -> tuple[list[int], int]:
+        rows = self.db.execute("SELECT gen, seq FROM deletions WHERE gen > ? ORDER BY gen", (gen,)).fetchall()
+        return [r[1] for r in rows], (rows[-1][0] if rows else gen)
+
+    def load_features(self, video_id: str) -> np.ndarray:
+        """Memory-mapped fp16 T x R x D (no copy until used)."""
+        return np.load(self.feature_path(video_id), mmap_mode="r")
+
+    def sizes(self) -> dict[str, int]:
+        features = sum(p.stat().st_size for p in self.features_dir.glob("*.npy"))
+        db = sum(p.stat().st_size for p in self.root.glob("store.sqlite*"))
+        return {"features_bytes": features, "sqlite_bytes": db}
+
+    def close(self) -> None:
+        self.db.close()

