@@ -41,6 +41,7 @@ class Embedded:
 
     features: torch.Tensor  # T x 9 x 512 float32, after the network's index_video
     timestamps: np.ndarray  # seconds
+    mirrored: torch.Tensor | None  # the same for horizontally mirrored frames (queries only)
     info: VideoInfo
     sha256: str
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -113,13 +114,18 @@ class Engine:
         return CoarseIndex(self.store, dims=self.settings.encoder_config().dims)
 
     # ----- embedding
-    def embed(self, path: str | Path, progress: Progress | None = None, sha256: str | None = None) -> Embedded:
-        """Decode at the sampling rate, encode in batches, apply index_video. Memory stays flat."""
+    def embed(self, path: str | Path, progress: Progress | None = None, sha256: str | None = None,
+              mirrored: bool = False) -> Embedded:
+        """Decode at the sampling rate, encode in batches, apply index_video. Memory stays flat.
+
+        With `mirrored`, the horizontally flipped frames are embedded too (for queries).
+        """
         path = Path(path)
         t0 = time.perf_counter()
         info = probe(path, self.settings.limits())
         sha = sha256 or sha256_file(path)
         parts: list[torch.Tensor] = []
+        flipped: list[torch.Tensor] = []
         stamps: list[np.ndarray] = []
         decode_s = encode_s = 0.0
         t_dec = time.perf_counter()
@@ -129,8 +135,10 @@ class Engine:
             t_enc = time.perf_counter()
             decode_s += t_enc - t_dec
             with torch.inference_mode():
-                feats = self.network.index_video(self.encoder.encode(batch.frames))
-            parts.append(feats.to(torch.float16).cpu())
+                parts.append(self.network.index_video(self.encoder.encode(batch.frames)).to(torch.float16).cpu())
+                if mirrored:
+                    frames = np.ascontiguousarray(batch.frames[:, :, ::-1])
+                    flipped.append(self.network.index_video(self.encoder.encode(frames)).to(torch.float16).cpu())
             stamps.append(batch.timestamps)
             t_dec = time.perf_counter()
             encode_s += t_dec - t_enc
@@ -139,7 +147,8 @@ class Engine:
         features = torch.cat(parts).float()
         timings = {"probe_hash": (t_dec - t0 - decode_s - encode_s) * 1000, "decode": decode_s * 1000,
                    "embed": encode_s * 1000}
-        return Embedded(features, np.concatenate(stamps), info, sha, timings)
+        mirror = torch.cat(flipped).float() if flipped else None
+        return Embedded(features, np.concatenate(stamps), mirror, info, sha, timings)
 
     # ----- indexing
     def index(self, path: str | Path, external_id: str | None = None, metadata: dict | None = None,
@@ -199,8 +208,9 @@ class Engine:
     def query(self, path: str | Path, top_k: int | None = None, min_score: float | None = None,
               label: str | None = None) -> dict:
         """Embed a video file and search; the CLI/API JSON shape."""
-        emb = self.embed(path)
-        result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score)
+        emb = self.embed(path, mirrored=self.settings.query_flip)
+        result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score,
+                             mirrored=emb.mirrored)
         result["timings_ms"] = {**{k: round(v, 1) for k, v in emb.timings_ms.items()}, **result["timings_ms"]}
         result["timings_ms"]["total"] = round(sum(v for k, v in result["timings_ms"].items() if k != "total"), 1)
         return {"query": label or str(path), **result}
@@ -215,15 +225,23 @@ class Engine:
         return {"query": video_id, **result}
 
     def search(self, features: torch.Tensor, timestamps: np.ndarray, duration: float, top_k: int | None = None,
-               min_score: float | None = None, exclude_seq: int | None = None) -> dict:
-        """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments for the returned results."""
+               min_score: float | None = None, exclude_seq: int | None = None,
+               mirrored: torch.Tensor | None = None) -> dict:
+        """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments for the returned results.
+
+        With `mirrored` (the query's flipped frames), every stage keeps, per
+        target, the better of the two orientations.
+        """
         top_k = self.settings.top_k if top_k is None else top_k
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        views = [features] if mirrored is None else [features, mirrored]
         with self._lock:
             self.coarse.sync()
-            scores, seqs, _ = self.coarse.search(frame_descriptors(features.cpu().numpy()),
-                                                 self.settings.frame_neighbours)
+            coarse = [self.coarse.search(frame_descriptors(v.cpu().numpy()), self.settings.frame_neighbours)
+                      for v in views]
+        scores = np.concatenate([c[0] for c in coarse], axis=1)
+        seqs = np.concatenate([c[1] for c in coarse], axis=1)
         candidates = self._aggregate(scores, seqs, exclude_seq)
         t1 = time.perf_counter()
         timings["coarse"] = (t1 - t0) * 1000
@@ -233,11 +251,12 @@ class Engine:
                    for seq, _ in candidates]
         t2 = time.perf_counter()
         timings["load"] = (t2 - t1) * 1000
-        if targets:
-            fine, f2f = self.network.similarity(features.to(self.device), targets)
-            fine = fine.cpu().numpy()
-        else:
-            fine, f2f = np.zeros(0), []
+        fine, f2f = np.full(len(targets), -np.inf), [None] * len(targets)
+        for view in views if targets else []:
+            scores_v, f2f_v = self.network.similarity(view.to(self.device), targets)
+            for j, score in enumerate(scores_v.cpu().numpy()):
+                if score > fine[j]:
+                    fine[j], f2f[j] = score, f2f_v[j]
         t3 = time.perf_counter()
         timings["rerank"] = (t3 - t2) * 1000
         order = np.argsort(-fine, kind="stable")

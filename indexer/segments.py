@@ -35,11 +35,11 @@ def _step(ts: np.ndarray, duration: float) -> float:
 
 def find_segments(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, query_duration: float,
                   target_duration: float, max_segments: int = 5, max_gap: int = 4, per_row: int = 5,
-                  min_frames: int = 2, min_contrast: float = 0.1) -> list[Segment]:
+                  min_frames: int = 2, min_contrast: float = 0.1, threshold_fraction: float = 0.3) -> list[Segment]:
     """S^F (Tq x Tt) plus the frames' timestamps (s) -> segments, best first.
 
-    Nothing is reported unless the best frame pair stands `min_contrast`
-    above the matrix's median: unrelated videos have no segment to show.
+    A segment is reported only if its frames average `min_contrast` above the
+    matrix's median: unrelated videos have no segment to show.
     """
     sim = np.asarray(sim, dtype=np.float32)
     tq, tt = sim.shape
@@ -47,7 +47,7 @@ def find_segments(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, 
         return []
     peak = float(sim.max())
     background = float(np.median(sim))
-    threshold = background + 0.5 * (peak - background)
+    threshold = background + threshold_fraction * (peak - background)
     if peak < background + min_contrast:
         return []
     k = min(per_row, tt)
@@ -85,14 +85,15 @@ def find_segments(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, 
         j1 = max(p[1] for p in pairs)
         used_q[i0 : i1 + 1] = True
         used_t[j0 : j1 + 1] = True
-        if len(pairs) < min_len:
+        mean_score = float(np.mean([p[2] for p in pairs]))
+        if len(pairs) < min_len or mean_score < background + min_contrast:
             continue
         segments.append(Segment(
             query_start=float(query_ts[i0]),
             query_end=float(min(query_ts[i1] + q_step, max(query_duration, query_ts[i1]))),
             target_start=float(target_ts[j0]),
             target_end=float(min(target_ts[j1] + t_step, max(target_duration, target_ts[j1]))),
-            score=float(np.mean([p[2] for p in pairs])),
+            score=mean_score,
         ))
     segments.sort(key=lambda s: (-(s.query_end - s.query_start) * s.score))
     return segments

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     candidates: int = Field(100, description="videos kept by the FAISS stage for re-ranking")
     frame_neighbours: int = Field(64, description="FAISS neighbours per query frame")
     top_k: int = 10
+    query_flip: bool = Field(True, description="also match the mirrored query (catches horizontally flipped copies)")
 
     # --- input limits
     max_bytes: int = 4 * 1024**3
