@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,55 @@ class IndexOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 dot products (AVX512-BF16 / AMX), where bf16 GEMM is ~2x fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def prefetch(batches, depth: int = 2):
+    """Run a frame-batch generator in a background thread, so decoding overlaps with embedding.
+
+    PyAV and onnxruntime both release the GIL. Exceptions (InputError for a
+    damaged file) are re-raised in the consumer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(exc)
+
+    worker = threading.Thread(target=produce, name="decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -97,7 +147,14 @@ class Engine:
             if expected and expected != encoder_version(s.encoder_config()):
                 raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
                                  f"{expected} features, the encoder is {encoder_version(s.encoder_config())}")
+        net.compute_dtype = self._rerank_dtype()
         return net.to(self.device).eval()
+
+    def _rerank_dtype(self) -> torch.dtype:
+        choice = self.settings.rerank_precision
+        if choice == "auto":
+            return torch.bfloat16 if self.device.type == "cpu" and cpu_has_bf16() else torch.float32
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
 
     @cached_property
     def model_version(self) -> str:
@@ -111,7 +168,8 @@ class Engine:
 
     @cached_property
     def coarse(self) -> CoarseIndex:
-        return CoarseIndex(self.store, dims=self.settings.encoder_config().dims)
+        s = self.settings
+        return CoarseIndex(self.store, dims=s.encoder_config().dims, ivf_threshold=s.ivf_threshold, nprobe=s.nprobe)
 
     # ----- embedding
     def embed(self, path: str | Path, progress: Progress | None = None, sha256: str | None = None,
@@ -129,9 +187,10 @@ class Engine:
         stamps: list[np.ndarray] = []
         decode_s = encode_s = 0.0
         t_dec = time.perf_counter()
-        for batch in iter_frames(path, fps=self.settings.sample_fps, size_for=self.encoder.decode_size,
-                                 batch_size=self.settings.encode_batch, min_frames=self.settings.min_frames,
-                                 limits=self.settings.limits()):
+        frames = iter_frames(path, fps=self.settings.sample_fps, size_for=self.encoder.decode_size,
+                             batch_size=self.settings.encode_batch, min_frames=self.settings.min_frames,
+                             limits=self.settings.limits())
+        for batch in prefetch(frames):
             t_enc = time.perf_counter()
             decode_s += t_enc - t_dec
             with torch.inference_mode():
@@ -200,6 +259,8 @@ class Engine:
         with self._lock:
             if "coarse" in self.__dict__:
                 self.coarse.save()
+            if "store" in self.__dict__:
+                self.store.checkpoint()
             self._last_save = time.monotonic()
 
     close = save
@@ -240,23 +301,32 @@ class Engine:
             self.coarse.sync()
             coarse = [self.coarse.search(frame_descriptors(v.cpu().numpy()), self.settings.frame_neighbours)
                       for v in views]
-        scores = np.concatenate([c[0] for c in coarse], axis=1)
-        seqs = np.concatenate([c[1] for c in coarse], axis=1)
-        candidates = self._aggregate(scores, seqs, exclude_seq)
+        # per candidate, the orientation whose coarse score is higher is the one re-ranked
+        per_view = [dict(self._aggregate(scores, seqs, exclude_seq, limit=None)) for scores, seqs, _ in coarse]
+        best_view: dict[int, tuple[float, int]] = {}
+        for v, agg in enumerate(per_view):
+            for seq, score in agg.items():
+                if seq not in best_view or score > best_view[seq][0]:
+                    best_view[seq] = (score, v)
+        ranked = sorted(best_view.items(), key=lambda item: -item[1][0])[: self.settings.candidates]
+        candidates = [(seq, score) for seq, (score, _) in ranked]
+        orientation = {seq: v for seq, (_, v) in ranked}
         t1 = time.perf_counter()
         timings["coarse"] = (t1 - t0) * 1000
         records = self.store.by_seqs([seq for seq, _ in candidates])
         candidates = [(seq, coarse) for seq, coarse in candidates if seq in records]
-        targets = [torch.from_numpy(np.asarray(self.store.load_features(records[seq].id), dtype=np.float32))
-                   for seq, _ in candidates]
+        targets = [torch.from_numpy(np.ascontiguousarray(self.store.load_features(records[seq].id)))
+                   for seq, _ in candidates]  # fp16; cast once to the re-ranker's compute dtype
         t2 = time.perf_counter()
         timings["load"] = (t2 - t1) * 1000
-        fine, f2f = np.full(len(targets), -np.inf), [None] * len(targets)
-        for view in views if targets else []:
-            scores_v, f2f_v = self.network.similarity(view.to(self.device), targets)
-            for j, score in enumerate(scores_v.cpu().numpy()):
-                if score > fine[j]:
-                    fine[j], f2f[j] = score, f2f_v[j]
+        fine, f2f = np.zeros(len(targets)), [None] * len(targets)
+        for v, view in enumerate(views):
+            chosen = [j for j, (seq, _) in enumerate(candidates) if orientation[seq] == v]
+            if not chosen:
+                continue
+            scores_v, f2f_v = self.network.similarity(view.to(self.device), [targets[j] for j in chosen])
+            for j, score, sim in zip(chosen, scores_v.cpu().numpy(), f2f_v):
+                fine[j], f2f[j] = score, sim
         t3 = time.perf_counter()
         timings["rerank"] = (t3 - t2) * 1000
         order = np.argsort(-fine, kind="stable")
@@ -274,22 +344,22 @@ class Engine:
         timings["segments"] = (time.perf_counter() - t3) * 1000
         return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}
 
-    def _aggregate(self, scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None) -> list[tuple[int, float]]:
-        """Per video: sum over query frames of the best neighbour score / Tq. Top `candidates` videos."""
+    def _aggregate(self, scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None,
+                   limit: int | None = None) -> list[tuple[int, float]]:
+        """Per video: sum over query frames of its best neighbour score (>= 0), / Tq; best first."""
         if seqs.size == 0:
             return []
         tq = len(seqs)
-        best: dict[int, np.ndarray] = {}
-        for i in range(tq):
-            for seq, score in zip(seqs[i], scores[i]):
-                if seq < 0 or seq == exclude_seq:
-                    continue
-                row = best.setdefault(int(seq), np.full(tq, -1.0, dtype=np.float32))
-                if score > row[i]:
-                    row[i] = score
-        ranked = sorted(((seq, float(np.clip(row, 0, None).sum() / tq)) for seq, row in best.items()),
-                        key=lambda x: -x[1])
-        return ranked[: self.settings.candidates]
+        rows = np.repeat(np.arange(tq), seqs.shape[1])
+        flat_seqs, flat_scores = seqs.ravel(), np.clip(scores.ravel(), 0, None)
+        keep = (flat_seqs >= 0) & (flat_seqs != (-2 if exclude_seq is None else exclude_seq))
+        rows, flat_seqs, flat_scores = rows[keep], flat_seqs[keep], flat_scores[keep]
+        videos, inverse = np.unique(flat_seqs, return_inverse=True)
+        best = np.zeros((len(videos), tq), dtype=np.float32)
+        np.maximum.at(best, (inverse, rows), flat_scores)
+        totals = best.sum(axis=1) / tq
+        order = np.argsort(-totals, kind="stable")[:limit]
+        return [(int(videos[i]), float(totals[i])) for i in order]
 
     # ----- listing
     def info(self) -> dict:

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
 
     # --- similarity network
     checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
+    rerank_precision: str = Field("auto", description="auto (bfloat16 on CPUs with bf16 support), float32, bfloat16")
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03
 
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     candidates: int = Field(100, description="videos kept by the FAISS stage for re-ranking")
     frame_neighbours: int = Field(64, description="FAISS neighbours per query frame")
     top_k: int = 10
+    ivf_threshold: int = Field(20_000, description="frames above which the coarse index becomes IVF-SQ8")
+    nprobe: int = Field(16, description="IVF lists visited per query frame")
     query_flip: bool = Field(True, description="also match the mirrored query (catches horizontally flipped copies)")
 
     # --- input limits

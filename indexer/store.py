@@ -244,5 +244,9 @@ class Store:
         db = sum(p.stat().st_size for p in self.root.glob("store.sqlite*"))
         return {"features_bytes": features, "sqlite_bytes": db}
 
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (keeps the directory small; readers are not blocked)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def close(self) -> None:
         self.db.close()

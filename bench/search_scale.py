@@ -1,0 +1,159 @@
+"""Query latency (excluding the query's own decode + embed) at 1k, 10k and 100k indexed 60-s videos.
+
+Targets (issue #3): p50 <= 300 ms and p95 <= 1 s at 100k. Collections this
+large cannot be decoded here, so they are synthetic, built from real features:
+the 57 shared clips are embedded, and each synthetic video is 60 consecutive
+real frames (tiled) passed through its own random orthogonal map (a signed
+permutation of the 512 dimensions). That keeps the within-video statistics of
+real features and makes unrelated videos as dissimilar as real unrelated ones.
+
+Disk: features are stored for a pool of at most 2,000 synthetic videos and
+the other rows hard-link to those files, so the re-ranker reads real files of
+the right size (but the page cache holds them: a cold 100k store would read
+~55 GB and be slower). FAISS holds every row's own descriptors. The numbers
+measure latency and memory, not accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.report import table, write_section
+from bench.samples import SHARED
+from indexer.coarse import CoarseIndex, build_ivf, frame_descriptors, pack_ids
+from indexer.engine import Engine
+from indexer.settings import Settings
+
+FRAMES = 60
+POOL = 2000
+
+
+def real_features(work: Path) -> list[np.ndarray]:
+    engine = Engine(Settings(data=work / "real"))
+    out = []
+    for path in sorted(p for p in SHARED.iterdir() if p.is_file()):
+        out.append(engine.embed(path).features.numpy())
+    return out
+
+
+def synthetic(real: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    src = real[rng.integers(len(real))]
+    idx = (rng.integers(len(src)) + np.arange(FRAMES)) % len(src)
+    perm = rng.permutation(512)
+    sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=512)
+    return (src[idx][..., perm] * sign).astype(np.float16)
+
+
+def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: np.random.Generator) -> None:
+    """Rows straight into SQLite, features hard-linked from a pool, FAISS built in one go."""
+    from indexer.store import Store
+
+    store = Store(root, model_version)
+    coarse = CoarseIndex(store, ivf_threshold=10**12)  # created while the store is empty: nothing to sync
+    pool_files: list[Path] = []
+    descriptors = np.zeros((n * FRAMES, 512), dtype=np.float32)
+    ids = np.zeros(n * FRAMES, dtype=np.int64)
+    rows = []
+    stamps = np.arange(FRAMES, dtype=np.float32).tobytes()
+    for i in range(n):
+        seq = i + 1
+        feats = synthetic(real, rng)
+        vid = f"syn{seq:08d}"
+        path = store.feature_path(vid)
+        if i < POOL:
+            np.save(path, feats)
+            pool_files.append(path)
+        else:
+            os.link(pool_files[i % POOL], path)
+        descriptors[i * FRAMES : (i + 1) * FRAMES] = frame_descriptors(feats)
+        ids[i * FRAMES : (i + 1) * FRAMES] = pack_ids(seq, FRAMES)
+        rows.append((seq, vid, f"synthetic/{vid}.mp4", None, f"{seq:064x}", 60.0, 1.0, 640, 360, "h264", FRAMES,
+                     stamps, model_version, "{}", time.time()))
+    store.db.execute("BEGIN")
+    store.db.executemany("INSERT INTO videos VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    store.db.execute("COMMIT")
+    if len(descriptors) > Settings().ivf_threshold:
+        coarse.index = build_ivf(descriptors, ids, 512)
+        coarse.max_seq, coarse.dirty = n, True
+    else:
+        coarse.add_vectors(descriptors, ids, n)
+    coarse.save()
+    store.close()
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(root: Path, queries: int, rng: np.random.Generator, flip: bool) -> dict:
+    engine = Engine(Settings(data=root, query_flip=flip))
+    engine.coarse  # load FAISS before timing
+    rss = rss_mb()
+    latencies = []
+    feats_pool = sorted((root / "features").glob("*.npy"))[:POOL]
+    for q in range(queries + 2):
+        base = np.load(feats_pool[rng.integers(len(feats_pool))]).astype(np.float32)
+        noisy = torch.nn.functional.normalize(torch.from_numpy(base) + 0.02 * torch.randn(base.shape), dim=-1)
+        mirrored = noisy.flip(-1) if flip else None  # stands in for the mirrored query's features
+        start = time.perf_counter()
+        engine.search(noisy, np.arange(FRAMES, dtype=np.float32), 60.0, top_k=10, mirrored=mirrored)
+        if q >= 2:  # two warm-up queries
+            latencies.append((time.perf_counter() - start) * 1000)
+    return {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95)),
+            "rss_mb": max(rss, rss_mb()), "coarse": "ivf-sq8" if engine.coarse.is_ivf else "flat-fp16",
+            "frames": engine.coarse.size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    work = Path(tempfile.mkdtemp(prefix="hapvr-scale-"))
+    rows = []
+    try:
+        real = real_features(work)
+        version = Engine(Settings(data=work / "real")).model_version
+        for n in (int(s) for s in args.sizes.split(",")):
+            rng = np.random.default_rng(n)
+            root = work / f"n{n}"
+            start = time.perf_counter()
+            build(root, n, real, version, rng)
+            build_s = time.perf_counter() - start
+            for flip in (False, True):
+                m = measure(root, args.queries, np.random.default_rng(1), flip)
+                rows.append([f"{n:,}", m["frames"], m["coarse"], "on" if flip else "off", round(m["p50"]),
+                             round(m["p95"]), round(m["rss_mb"]), round(build_s)])
+                print(json.dumps({"videos": n, "flip": flip, **m}), flush=True)
+            shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    body = table(["videos (60 s)", "frames in FAISS", "coarse index", "mirrored query", "p50 ms", "p95 ms",
+                  "search process RSS MB", "build s"], rows)
+    body += ("\n\nLatency = `Engine.search`: FAISS coarse search (64 neighbours per query frame, 100 candidates), "
+             "loading candidate features, HAP-VR re-rank, segments. A 60-frame query. Synthetic collections "
+             "built from real features (see the module docstring of `bench/search_scale.py` for how, and for "
+             "the page-cache caveat).")
+    if args.no_write:
+        print(body)
+    else:
+        write_section("scale", "Query latency at scale", "python -m bench.search_scale", body)
+
+
+if __name__ == "__main__":
+    main()
