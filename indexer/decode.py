@@ -68,6 +68,9 @@ CONTAINER_MAGIC = {
     "MPEG-PS": lambda h: h[:4] == b"\x00\x00\x01\xba",
     "FLV": lambda h: h[:3] == b"FLV",
     "Ogg": lambda h: h[:4] == b"OggS",
+    "GIF": lambda h: h[:4] == b"GIF8",
+    "YUV4MPEG": lambda h: h[:9] == b"YUV4MPEG2",
+    "ASF/WMV": lambda h: h[:4] == b"\x30\x26\xb2\x75",
 }
 
 
@@ -75,11 +78,15 @@ CONTAINER_MAGIC = {
 IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "tty"})
 
 
+def sniff(head: bytes) -> str | None:
+    """The video container that a file's first bytes (>= 512 if available) announce, or None."""
+    return next((name for name, test in CONTAINER_MAGIC.items() if test(head)), None)
+
+
 def container_kind(path: Path) -> str | None:
     """The container a file's first bytes announce, if any (content sniffing, no decoding)."""
     with open(path, "rb") as handle:
-        head = handle.read(512)
-    return next((name for name, test in CONTAINER_MAGIC.items() if test(head)), None)
+        return sniff(handle.read(512))
 
 
 def _open(path: Path) -> av.container.InputContainer:

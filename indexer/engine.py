@@ -315,7 +315,7 @@ class Engine:
         timings["coarse"] = (t1 - t0) * 1000
         records = self.store.by_seqs([seq for seq, _ in candidates])
         candidates = [(seq, coarse) for seq, coarse in candidates if seq in records]
-        targets = [torch.from_numpy(np.ascontiguousarray(self.store.load_features(records[seq].id)))
+        targets = [torch.from_numpy(np.array(self.store.load_features(records[seq].id)))
                    for seq, _ in candidates]  # fp16; cast once to the re-ranker's compute dtype
         t2 = time.perf_counter()
         timings["load"] = (t2 - t1) * 1000
@@ -369,7 +369,7 @@ class Engine:
             coarse_kind = "ivf-sq8" if self.coarse.is_ivf else "flat-fp16"
             frames = self.coarse.size
         faiss_bytes = sum(p.stat().st_size for p in (self.data / "faiss").glob("*.index"))
-        total_duration = store.db.execute("SELECT COALESCE(SUM(duration), 0) FROM videos").fetchone()[0]
+        total_duration = store.total_duration()
         return {
             "data": str(self.data), "videos": store.count(), "frames": frames,
             "video_hours": round(total_duration / 3600, 4), "model_version": self.model_version,

@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     nprobe: int = Field(16, description="IVF lists visited per query frame")
     query_flip: bool = Field(True, description="also match the mirrored query (catches horizontally flipped copies)")
 
+    # --- service
+    redis_url: str | None = Field(None, description="Redis job queue; unset: in-process queue (embedded default)")
+    redis_prefix: str = Field("hapvr", description="prefix of every Redis key (several deployments per Redis)")
+    api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
+    max_upload_bytes: int = Field(2 * 1024**3, description="larger uploads get HTTP 413")
+    import_root: Path | None = Field(None, description="server-side folder POST /index may import from")
+    query_timeout_s: float = Field(30.0, description="POST /query answers 202 + job id after this")
+    job_visibility_s: float = Field(30.0, description="a job held this long by a silent worker is re-delivered")
+    local_workers: int = Field(1, description="worker threads of the in-process queue")
+
     # --- input limits
     max_bytes: int = 4 * 1024**3
     max_duration_s: float = 4 * 3600.0

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,6 +105,9 @@ class Store:
         self.db = sqlite3.connect(self.root / "store.sqlite", timeout=60, check_same_thread=False,
                                   isolation_level=None)
         self.db.row_factory = sqlite3.Row
+        # One connection shared by the threads of a process: statements and the
+        # delete transaction run one at a time, results fully fetched under the lock.
+        self._mutex = threading.RLock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         with self.write_lock():
@@ -132,6 +136,14 @@ class Store:
                 "use another --data directory or re-index",
             )
 
+    def _rows(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
+        with self._mutex:
+            return self.db.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: tuple | list = ()) -> sqlite3.Row | None:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
+
     # ----- writes
     def feature_path(self, video_id: str) -> Path:
         return self.features_dir / f"{video_id}.npy"
@@ -153,7 +165,7 @@ class Store:
                      metadata: dict | None = None) -> VideoRecord:
         """Insert the row that makes a written feature file a visible video (call under write_lock)."""
         ts = np.asarray(timestamps, dtype=np.float32)
-        self.db.execute(
+        self._rows(
             "INSERT INTO videos (id, source, external_id, sha256, duration, fps, width, height, codec, frames,"
             " timestamps, model_version, metadata, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (video_id, source, external_id, sha256, duration, fps, width, height, codec, len(ts), ts.tobytes(),
@@ -169,14 +181,15 @@ class Store:
             record = self.get(video_id)
             if record is None:
                 return False
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute("DELETE FROM videos WHERE seq=?", (record.seq,))
-                self.db.execute("INSERT INTO deletions (seq) VALUES (?)", (record.seq,))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+            with self._mutex:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    self.db.execute("DELETE FROM videos WHERE seq=?", (record.seq,))
+                    self.db.execute("INSERT INTO deletions (seq) VALUES (?)", (record.seq,))
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
             self.feature_path(video_id).unlink(missing_ok=True)
         return True
 
@@ -184,7 +197,7 @@ class Store:
         """Feature files no row names (a crash between file and row); only old ones, under the lock."""
         removed = 0
         with self.write_lock():
-            known = {r[0] for r in self.db.execute("SELECT id FROM videos")}
+            known = {r[0] for r in self._rows("SELECT id FROM videos")}
             now = time.time()
             for path in self.features_dir.iterdir():
                 stem = path.name.split(".")[0]
@@ -195,11 +208,11 @@ class Store:
 
     # ----- reads
     def get(self, video_id: str) -> VideoRecord | None:
-        row = self.db.execute("SELECT * FROM videos WHERE id=?", (video_id,)).fetchone()
+        row = self._one("SELECT * FROM videos WHERE id=?", (video_id,))
         return _record(row) if row else None
 
     def by_sha256(self, sha256: str) -> VideoRecord | None:
-        row = self.db.execute("SELECT * FROM videos WHERE sha256=? ORDER BY seq LIMIT 1", (sha256,)).fetchone()
+        row = self._one("SELECT * FROM videos WHERE sha256=? ORDER BY seq LIMIT 1", (sha256,))
         return _record(row) if row else None
 
     def by_seqs(self, seqs: list[int]) -> dict[int, VideoRecord]:
@@ -207,7 +220,7 @@ class Store:
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"SELECT * FROM videos WHERE seq IN ({marks})", chunk):
+            for row in self._rows(f"SELECT * FROM videos WHERE seq IN ({marks})", chunk):
                 out[row["seq"]] = _record(row)
         return out
 
@@ -220,24 +233,27 @@ class Store:
                 args += [f'$."{key}"', value]
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY seq LIMIT ? OFFSET ?"
-        return [_record(r) for r in self.db.execute(sql, [*args, limit, offset])]
+        return [_record(r) for r in self._rows(sql, [*args, limit, offset])]
 
     def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM videos").fetchone()[0])
+        return int(self._one("SELECT COUNT(*) FROM videos")[0])
 
     def seqs_after(self, seq: int) -> list[tuple[int, str]]:
-        return [(r[0], r[1]) for r in self.db.execute("SELECT seq, id FROM videos WHERE seq > ? ORDER BY seq", (seq,))]
+        return [(r[0], r[1]) for r in self._rows("SELECT seq, id FROM videos WHERE seq > ? ORDER BY seq", (seq,))]
 
     def max_seq(self) -> int:
-        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM videos").fetchone()[0])
+        return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM videos")[0])
 
     def deletions_after(self, gen: int) -> tuple[list[int], int]:
-        rows = self.db.execute("SELECT gen, seq FROM deletions WHERE gen > ? ORDER BY gen", (gen,)).fetchall()
+        rows = self._rows("SELECT gen, seq FROM deletions WHERE gen > ? ORDER BY gen", (gen,))
         return [r[1] for r in rows], (rows[-1][0] if rows else gen)
 
     def load_features(self, video_id: str) -> np.ndarray:
         """Memory-mapped fp16 T x R x D (no copy until used)."""
         return np.load(self.feature_path(video_id), mmap_mode="r")
+
+    def total_duration(self) -> float:
+        return float(self._one("SELECT COALESCE(SUM(duration), 0) FROM videos")[0])
 
     def sizes(self) -> dict[str, int]:
         features = sum(p.stat().st_size for p in self.features_dir.glob("*.npy"))
@@ -246,7 +262,7 @@ class Store:
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (keeps the directory small; readers are not blocked)."""
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._rows("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,112 @@
+"""Pydantic models of the HTTP API (they generate the OpenAPI schema in docs/API.md)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. not_a_video, too_large, unauthorized")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ImportFile(BaseModel):
+    path: str = Field(description="path relative to HAPVR_IMPORT_ROOT")
+    external_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ImportRequest(BaseModel):
+    files: list[ImportFile] = Field(min_length=1)
+    force: bool = False
+
+
+class JobRef(BaseModel):
+    job_id: str
+    filename: str | None = None
+    state: str
+
+
+class IndexAccepted(BaseModel):
+    jobs: list[JobRef]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: Literal["index", "query"]
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    stage: str = Field(description="queued, decoding, embedding, indexing, done, failed, cancelled")
+    progress: float = Field(description="percent")
+    error_code: str | None = None
+    error_message: str | None = None
+    result: dict[str, Any] | None = Field(None, description="index: {video_id, created, video}; query: a QueryResult")
+    timings_ms: dict[str, float] = {}
+    created: float
+    updated: float
+    attempts: int
+
+
+class Segment(BaseModel):
+    query_start: float
+    query_end: float
+    target_start: float
+    target_end: float
+    score: float
+
+
+class Match(BaseModel):
+    id: str
+    source: str
+    score: float
+    coarse_score: float | None = None
+    segments: list[Segment]
+
+
+class QueryResult(BaseModel):
+    query: str
+    results: list[Match]
+    timings_ms: dict[str, float]
+
+
+class QueryById(BaseModel):
+    video_id: str
+    top_k: int | None = Field(None, ge=1, le=1000)
+    min_score: float | None = None
+
+
+class QueryAccepted(BaseModel):
+    job_id: str
+    state: str
+
+
+class Video(BaseModel):
+    id: str
+    source: str
+    external_id: str | None
+    sha256: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    frames: int
+    model_version: str
+    metadata: dict[str, Any]
+    created: float
+
+
+class VideoPage(BaseModel):
+    videos: list[Video]
+    offset: int
+    limit: int
+    total: int
+
+
+class Ready(BaseModel):
+    ready: bool
+    checks: dict[str, bool | int | str]
