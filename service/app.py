@@ -176,8 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refs: list[dict] = []
         if ctype.startswith("multipart/form-data"):
             declared = int(request.headers.get("content-length") or 0)
-            if declared > settings.max_upload_bytes + 1024 * 1024:
-                raise ApiError(413, "too_large", f"request of {declared} bytes exceeds {settings.max_upload_bytes}")
+            if declared > settings.max_upload_bytes * 1000:  # hopeless, whatever the file count: refuse unread
+                raise ApiError(413, "too_large", f"request of {declared} bytes exceeds the upload limit")
             form = await request.form(max_files=1000, max_fields=3000)
             files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
             if not files:
@@ -255,6 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/jobs/{job_id}", response_model=schemas.JobOut, dependencies=auth, responses=ERRORS)
     def get_job(job_id: str):
+        """State, stage and progress (percent), timings, error code/message, and the result of a job."""
         job = queue.get(job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id}")
@@ -262,6 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.delete("/jobs/{job_id}", response_model=schemas.JobOut, dependencies=auth, responses=ERRORS)
     def cancel_job(job_id: str):
+        """Cancel a queued job at once, or a running one at its next progress report."""
         job = queue.cancel(job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id}")
@@ -320,6 +322,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/videos", response_model=schemas.VideoPage, dependencies=auth, responses=ERRORS)
     def list_videos(offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     meta: Annotated[list[str] | None, Query(description="metadata filter key:value, repeatable")] = None):
+        """Indexed videos, paginated; `meta=key:value` (repeatable) filters on user metadata."""
         filters = {}
         for item in meta or []:
             if ":" not in item:
@@ -332,6 +335,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/videos/{video_id}", response_model=schemas.Video, dependencies=auth, responses=ERRORS)
     def get_video(video_id: str):
+        """One indexed video's record."""
         record = engine.store.get(video_id)
         if record is None:
             raise ApiError(404, "not_found", f"no indexed video with id {video_id}")
@@ -339,6 +343,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.delete("/videos/{video_id}", status_code=204, dependencies=auth, responses=ERRORS)
     def delete_video(video_id: str):
+        """Remove a video from the store, its features and the FAISS index."""
         if not engine.store.delete(video_id):
             raise ApiError(404, "not_found", f"no indexed video with id {video_id}")
         return Response(status_code=204)

@@ -1,0 +1,116 @@
+"""Real processes for service tests: a private redis-server, uvicorn API servers and workers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on a free port with AOF on, so a restart keeps the queue (as the compose file configures)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _redis_up(self.port), 10, "redis-server did not start")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _redis_up(port: int) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
+    except redis.RedisError:
+        return False
+
+
+def wait_for(check, timeout: float, message: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message)
+
+
+class Proc:
+    """A service process (`python -m service` or `python -m service.worker`) with its env."""
+
+    def __init__(self, module: str, env: dict[str, str], log: Path):
+        self.module, self.env, self.log = module, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        handle = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
+                                     stdout=handle, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+def service_env(data: Path, port: int, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "HAPVR_DATA": str(data), "HAPVR_PORT": str(port), "HAPVR_LOG_LEVEL": "WARNING",
+           "HAPVR_JOB_VISIBILITY_S": "3", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("HAPVR_CACHE_DIR", str(data.parent / "cache"))
+    env.pop("HAPVR_REDIS_URL", None)
+    if redis_url:
+        env["HAPVR_REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def start_api(env: dict[str, str], log: Path) -> tuple[Proc, httpx.Client]:
+    api = Proc("service", env, log).start()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{env['HAPVR_PORT']}", timeout=120)
+
+    def up() -> bool:
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 120, f"API did not start; log: {log.read_text()[-2000:] if log.exists() else ''}")
+    return api, client
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 180, headers: dict | None = None) -> dict:
+    def final():
+        job = client.get(f"/jobs/{job_id}", headers=headers).json()
+        return job if job.get("state") in ("done", "failed", "cancelled") else None
+
+    return wait_for(final, timeout, f"job {job_id} did not finish", interval=0.2)
