@@ -20,8 +20,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# every benchmark; each rewrites its own section of docs/BENCHMARKS.md (needs ../shared/videos)
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]' || $(BIN)/pip install -q imagehash==4.3.2 matplotlib==3.11.2
 	$(BIN)/python -m bench.encoder_speed
+	$(BIN)/python -m bench.decode_strategies
+	$(BIN)/python -m bench.engine_speed
+	$(BIN)/python -m bench.copies.run
+	$(BIN)/python -m bench.load_test
+	$(BIN)/python -m bench.search_scale
 
 clean:
 	rm -rf $(VENV) hapvr-data .pytest_cache

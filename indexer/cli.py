@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
+    from model.train import add_arguments, run
+
+    p = sub.add_parser("train", help="self-supervised training of the similarity network on unlabeled videos")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
     p = sub.add_parser("learn-pca", help="learn the encoder's PCA-whitening file from videos")
     p.add_argument("paths", nargs="+")
     p.add_argument("--out", required=True)

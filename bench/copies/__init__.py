@@ -1,0 +1,1 @@
+"""The real-video copy-detection benchmark: originals, edited-copy families, systems, metrics."""

