@@ -121,6 +121,8 @@ class Engine:
         self.device = torch.device(self.settings.torch_device())
         self._lock = threading.RLock()
         self._last_save = time.monotonic()
+        #: replaced by a FrameBatcher when several jobs embed concurrently (service workers)
+        self.batcher = None
 
     # ----- models (loaded on first use, once per process)
     @cached_property
@@ -130,6 +132,8 @@ class Engine:
 
     @cached_property
     def checkpoint_path(self) -> Path | None:
+        if not self.settings.use_checkpoint:
+            return None
         if self.settings.checkpoint is not None:
             if not Path(self.settings.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint {self.settings.checkpoint} not found")
@@ -193,11 +197,12 @@ class Engine:
         for batch in prefetch(frames):
             t_enc = time.perf_counter()
             decode_s += t_enc - t_dec
+            encode = self.batcher.encode if self.batcher is not None else self.encoder.encode
             with torch.inference_mode():
-                parts.append(self.network.index_video(self.encoder.encode(batch.frames)).to(torch.float16).cpu())
+                parts.append(self.network.index_video(encode(batch.frames)).to(torch.float16).cpu())
                 if mirrored:
                     frames = np.ascontiguousarray(batch.frames[:, :, ::-1])
-                    flipped.append(self.network.index_video(self.encoder.encode(frames)).to(torch.float16).cpu())
+                    flipped.append(self.network.index_video(encode(frames)).to(torch.float16).cpu())
             stamps.append(batch.timestamps)
             t_dec = time.perf_counter()
             encode_s += t_dec - t_enc

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
 
     # --- similarity network
     checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
+    use_checkpoint: bool = Field(True, description="false: untrained Chamfer similarity even if a checkpoint ships")
     rerank_precision: str = Field("auto", description="auto (bfloat16 on CPUs with bf16 support), float32, bfloat16")
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     query_timeout_s: float = Field(30.0, description="POST /query answers 202 + job id after this")
     job_visibility_s: float = Field(30.0, description="a job held this long by a silent worker is re-delivered")
     local_workers: int = Field(1, description="worker threads of the in-process queue")
+    worker_jobs: int = Field(2, description="jobs one worker process runs at once; their frames share encoder batches")
 
     # --- input limits
     max_bytes: int = 4 * 1024**3

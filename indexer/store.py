@@ -261,8 +261,8 @@ class Store:
         return {"features_bytes": features, "sqlite_bytes": db}
 
     def checkpoint(self) -> None:
-        """Fold the WAL into the database file (keeps the directory small; readers are not blocked)."""
-        self._rows("PRAGMA wal_checkpoint(PASSIVE)")
+        """Fold the WAL into the database file and truncate it (keeps the data directory small)."""
+        self._rows("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self.db.close()

@@ -223,8 +223,9 @@ def run(args: argparse.Namespace) -> int:
         print("hapvr train: need at least two decodable videos", flush=True)
         return 2
     start = time.perf_counter()
-    net = train(FeatureCache(files), config, work / "state.pt", work / "train_log.jsonl", resume=args.resume,
-                progress=not args.quiet, device=device)
+    stem = Path(args.out).stem  # several runs (an ablation) can share one work folder and its cache
+    net = train(FeatureCache(files), config, work / f"state-{stem}.pt", work / f"log-{stem}.jsonl",
+                resume=args.resume, progress=not args.quiet, device=device)
     save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,
                     trained={"config": asdict(config), "videos": len(files), "seconds": round(time.perf_counter() - start)})
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB) after {config.steps} steps")

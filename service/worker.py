@@ -123,10 +123,20 @@ def main() -> None:
     engine = Engine(settings)
     engine.encoder, engine.network, engine.coarse  # load everything before taking jobs
     engine.store.remove_orphans()
-    worker = Worker(make_queue(settings), engine)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    jobs = max(1, settings.worker_jobs)
+    if jobs > 1:  # several jobs at once: their frames share encoder batches
+        from indexer.batching import FrameBatcher
+
+        engine.batcher = FrameBatcher(engine.encoder.encode, max_batch=settings.encode_batch * 2)
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    workers = [Worker(make_queue(settings), engine, name=f"{base}-{i}") for i in range(jobs)]
+    signal.signal(signal.SIGTERM, lambda *_: [w.stop.set() for w in workers])
+    threads = [threading.Thread(target=w.run_forever, name=w.name) for w in workers]
     try:
-        worker.run_forever()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
         engine.save()
 

@@ -5,6 +5,8 @@ unavailable and the benchmark leaves its column out, saying why.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,21 @@ from typing import Any
 import numpy as np
 
 from indexer.decode import iter_frames
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 @dataclass
@@ -69,7 +86,8 @@ class TMK(Peer):
     def signature(self, path: Path):
         import tmkpy
 
-        sig = tmkpy.hashVideo(str(path), self.ffmpeg)
+        with _quiet_fds():  # tmkpy lets ffmpeg print its whole log
+            sig = tmkpy.hashVideo(str(path), self.ffmpeg)
         if not np.any(np.asarray(sig.getPureAverageFeature())):
             raise RuntimeError(f"tmkpy returned an all-zero signature for {path} (ffmpeg failed)")
         return sig
@@ -94,14 +112,13 @@ class VPDQ(Peer):
         import vpdq
 
         frames = vpdq.computeHash(str(path), seconds_per_hash=1)
-        return np.asarray([[int(c, 16) for c in f.hash.hex] for f in frames if f.quality >= 50], dtype=np.uint8)
+        bits = [np.unpackbits(np.frombuffer(bytes.fromhex(f.hex), dtype=np.uint8)) for f in frames if f.quality >= 50]
+        return np.asarray(bits, dtype=bool).reshape(len(bits), 256)
 
     def similarity(self, query: np.ndarray, target: np.ndarray) -> float:
         if len(query) == 0 or len(target) == 0:
             return 0.0
-        q = np.unpackbits(query.astype(np.uint8)[..., None], axis=-1)[..., 4:].reshape(len(query), -1)
-        t = np.unpackbits(target.astype(np.uint8)[..., None], axis=-1)[..., 4:].reshape(len(target), -1)
-        dist = (q[:, None, :] != t[None, :, :]).sum(-1)
+        dist = (query[:, None, :] != target[None, :, :]).sum(-1)
         return float((dist.min(axis=1) <= 31).mean())
 
 

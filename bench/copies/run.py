@@ -25,6 +25,7 @@ from bench.metrics import summary
 from bench.report import table, write_section
 from indexer.engine import Engine
 from indexer.settings import Settings
+from model.checkpoint import load_similarity
 from model.similarity import HAPVRSimilarity
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "copies"
@@ -67,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="also score with this similarity checkpoint (exhaustive); repeatable")
+    parser.add_argument("--ablation", action="store_true", help="write the checkpoints to the ablation section")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
@@ -74,47 +78,54 @@ def main() -> None:
     shared = split.SHARED / "permissive"
     database = split.all_clips()
 
-    engine = Engine(Settings(data=OUT / "db"))
-    t0 = time.perf_counter()
-    for name in tqdm(database, desc="index", unit="video"):
-        engine.index(shared / name)
-    engine.save()
-    index_s = (time.perf_counter() - t0) / len(database)
-    by_id = {r.id: Path(r.source).name for r in engine.store.list(limit=10**6)}
-    db_feats = {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
-                for r in engine.store.list(limit=10**6)}
-    chamfer = HAPVRSimilarity(learned=False)
-    trained = engine.network if engine.network.learned else None
+    # raw encoder features (no attention): the untrained Chamfer baseline and any checkpoint's input
+    raw = Engine(Settings(data=OUT / "db-raw", use_checkpoint=False))
+    ours = Engine(Settings(data=OUT / "db"))
+    if not ours.network.learned:
+        ours = raw
+    index_s = 0.0
+    for engine in {id(raw): raw, id(ours): ours}.values():
+        t0 = time.perf_counter()
+        for name in tqdm(database, desc="index", unit="video"):
+            engine.index(shared / name)
+        engine.save()
+        if engine is ours:
+            index_s = (time.perf_counter() - t0) / len(database)
+    by_id = {r.id: Path(r.source).name for r in ours.store.list(limit=10**6)}
+    raw_feats = {Path(r.source).name: torch.from_numpy(np.array(raw.store.load_features(r.id))).float()
+                 for r in raw.store.list(limit=10**6)}
+    nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
+    if ours.network.learned:
+        nets["trained HAP-VR (exhaustive)"] = ours.network
+    for item in args.checkpoint:
+        label, path = item.split("=", 1)
+        nets[label] = load_similarity(path)[0]
+    names = list(raw_feats)
+    indexed = {label: [net.index_video(raw_feats[n]) for n in names] for label, net in nets.items()}
 
     systems: dict[str, dict[str, dict[str, float]]] = {"ours": {}, "ours, FAISS coarse only": {},
-                                                       "untrained Chamfer": {}}
-    if trained is not None:
-        systems["trained HAP-VR (exhaustive)"] = {}
+                                                       **{label: {} for label in nets}}
     timings: dict[str, list[float]] = {name: [] for name in systems}
     ious: dict[str, list[float]] = {"excerpt": [], "insertion": []}
     for q in tqdm(queries, desc="search", unit="query"):
         qid = q["path"]
         start = time.perf_counter()
-        emb = engine.embed(q["path"], mirrored=engine.settings.query_flip)
+        emb = ours.embed(q["path"], mirrored=ours.settings.query_flip)
         embed_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        result = engine.search(emb.features, emb.timestamps, emb.info.duration, top_k=len(database),
-                               mirrored=emb.mirrored)
+        result = ours.search(emb.features, emb.timestamps, emb.info.duration, top_k=len(database),
+                             mirrored=emb.mirrored)
         timings["ours"].append(embed_ms + (time.perf_counter() - start) * 1000)
         systems["ours"][qid] = {by_id[r["id"]]: r["score"] for r in result["results"]}
         systems["ours, FAISS coarse only"][qid] = {by_id[r["id"]]: r["coarse_score"] for r in result["results"]}
         timings["ours, FAISS coarse only"].append(embed_ms + result["timings_ms"]["coarse"])
-        names = list(db_feats)
-        for label, net in (("untrained Chamfer", chamfer), ("trained HAP-VR (exhaustive)", trained)):
-            if net is None:
-                continue
+        q_raw = raw.embed(q["path"]).features if ours is not raw else emb.features
+        for label, net in nets.items():
             start = time.perf_counter()
-            feats = emb.features if not net.learned else emb.features  # index_video already applied by embed
-            scores, _ = net.similarity(feats, [db_feats[n] for n in names])
+            scores, _ = net.similarity(net.index_video(q_raw), indexed[label])
             systems[label][qid] = dict(zip(names, scores.tolist()))
             timings[label].append(embed_ms + (time.perf_counter() - start) * 1000)
         if q["family"] in ious:
-            target = q["relevant"][0] if q["family"] != "natural" else None
             best = next((r for r in result["results"] if by_id[r["id"]] == q["original"]), None)
             seg = best["segments"][0] if best and best["segments"] else None
             ious[q["family"]].append(_iou(seg, q["truth"], q["family"]) if seg else 0.0)
@@ -123,23 +134,58 @@ def main() -> None:
                 scores[qid].pop(q["self"], None)
 
     peer_rows = []
-    if not args.no_peers:
+    if not args.no_peers and not args.ablation:
         for peer in all_peers():
             if peer.why_unavailable:
                 peer_rows.append(f"- {peer.name}: not run ({peer.why_unavailable})")
                 continue
-            start = time.perf_counter()
-            sigs = {name: peer.signature(shared / name) for name in tqdm(database, desc=peer.name)}
-            per_video = (time.perf_counter() - start) / len(database)
-            systems[peer.name], timings[peer.name] = {}, []
-            for q in queries:
+            try:
                 start = time.perf_counter()
-                sig = peer.signature(Path(q["path"]))
-                systems[peer.name][q["path"]] = {n: peer.similarity(sig, s) for n, s in sigs.items()
-                                                 if n != q.get("self")}
-                timings[peer.name].append((time.perf_counter() - start) * 1000)
+                sigs = {name: peer.signature(shared / name) for name in tqdm(database, desc=peer.name)}
+                per_video = (time.perf_counter() - start) / len(database)
+                scores, spent = {}, []
+                for q in tqdm(queries, desc=peer.name):
+                    start = time.perf_counter()
+                    sig = peer.signature(Path(q["path"]))
+                    scores[q["path"]] = {n: peer.similarity(sig, s) for n, s in sigs.items() if n != q.get("self")}
+                    spent.append((time.perf_counter() - start) * 1000)
+            except Exception as exc:  # noqa: BLE001 - a broken peer is reported, not fatal
+                peer_rows.append(f"- {peer.name}: failed on our clips ({type(exc).__name__}: {str(exc)[:120]})")
+                continue
+            systems[peer.name], timings[peer.name] = scores, spent
             peer_rows.append(f"- {peer.name}: {per_video * 1000:.0f} ms per database video to sign")
-    write_report(queries, systems, timings, ious, index_s, peer_rows, args.no_write)
+    if args.ablation:
+        write_ablation(queries, systems, args.no_write)
+    else:
+        write_report(queries, systems, timings, ious, index_s, peer_rows, args.no_write)
+
+
+def write_ablation(queries, systems, no_write) -> None:
+    database = split.all_clips()
+    relevant = {q["path"]: set(q["relevant"]) for q in queries}
+    families = FAMILIES + ["natural"]
+    base = "untrained Chamfer"
+    rows = []
+    for name, scores in systems.items():
+        if name.startswith("ours"):
+            continue
+        overall = summary(scores, relevant, database)
+        worst, worst_family = 1.0, ""
+        for family in families:
+            subset = [q["path"] for q in queries if q["family"] == family]
+            delta = (summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
+                     - summary({p: systems[base][p] for p in subset}, relevant, database)["mAP"])
+            if delta < worst:
+                worst, worst_family = delta, family
+        rows.append([name, f"{overall['mAP']:.3f}", f"{overall['uAP']:.3f}", f"{overall['R@1']:.2f}",
+                     f"{worst:+.3f} ({worst_family})"])
+    body = table(["similarity", "mAP", "μAP", "R@1", "worst family mAP vs untrained"], rows)
+    body += ("\n\nSame seed, data (the train split), batch and number of steps for every variant; only the loss "
+             "changes. Scored exhaustively on the copy benchmark's test queries (section above).")
+    if no_write:
+        print(body)
+    else:
+        write_section("ablation", "Training ablation (our scale)", "see docs/TRAINING.md", body)
 
 
 def _iou(seg: dict, truth: dict, family: str) -> float:
