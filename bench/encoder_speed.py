@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from bench.report import table, write_section
+from bench.report import publish, table
 from model.encoder import EncoderConfig, FrameEncoder
 
 
@@ -66,10 +66,7 @@ def main() -> None:
     body += ("\n\nFrames/s covers everything after decoding: backbone, iMAC pooling, PCA whitening. "
              "The default on CPU is onnxruntime (exported once from the same weights and cached); "
              "torch eager is shown for the ratio: its depthwise convolutions are slow at batch > 1 on CPU.")
-    if args.no_write:
-        print(body)
-    else:
-        write_section("encoder", "Frame encoder throughput (224x224)", "python -m bench.encoder_speed", body)
+    publish("encoder", "Frame encoder throughput (224x224)", "python -m bench.encoder_speed", body, print_only=args.no_write)
 
 
 if __name__ == "__main__":

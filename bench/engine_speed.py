@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import table, write_section
+from bench.report import publish, table
 from bench.samples import SHARED, h264_set
 from indexer.decode import iter_frames, probe
 from indexer.engine import Engine
@@ -79,10 +79,7 @@ def main() -> None:
     body += ("\n\nTarget: <= 40 MB per indexed video-hour. At 1 fps an hour is 3,600 frames x 9 KiB (fp16 9x512 "
              "region features) + FAISS (1 KiB fp16 per frame while flat, 0.5 KiB once IVF-SQ8). The shared "
              "collection is mostly 2-5 s clips sampled densely to at least 8 frames, hence more frames per second.")
-    if args.no_write:
-        print(body)
-    else:
-        write_section("indexing", "Indexing throughput and disk", "python -m bench.engine_speed", body)
+    publish("indexing", "Indexing throughput and disk", "python -m bench.engine_speed", body, print_only=args.no_write)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import table, write_section
+from bench.report import publish, table
 from tests.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 
 CLIPS = Path(__file__).resolve().parents[1] / "demo" / "videos"
@@ -68,10 +68,7 @@ def main() -> None:
              "result: upload, header probe, queue, decode, embed (+ mirrored), search of the 6-video index, "
              "segments. One CPU worker, so throughput is bounded by one worker's decode+embed; add workers "
              "to scale.")
-    if args.no_write:
-        print(body)
-    else:
-        write_section("load", "Service load test: POST /query", "python -m bench.load_test", body)
+    publish("load", "Service load test: POST /query", "python -m bench.load_test", body, print_only=args.no_write)
 
 
 if __name__ == "__main__":

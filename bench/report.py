@@ -49,3 +49,11 @@ def write_section(name: str, title: str, command: str, body: str) -> None:
     tmp = DOC.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(DOC)
+
+
+def publish(name: str, title: str, command: str, body: str, print_only: bool = False) -> None:
+    """What every benchmark ends with: print the body, or write it as section `name` of BENCHMARKS.md."""
+    if print_only:
+        print(body)
+    else:
+        write_section(name, title, command, body)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.report import table, write_section
+from bench.report import publish, table
 from bench.samples import SHARED
 from indexer.coarse import CoarseIndex, build_ivf, frame_descriptors, pack_ids
 from indexer.engine import Engine
@@ -149,10 +149,7 @@ def main() -> None:
              "loading candidate features, HAP-VR re-rank, segments. A 60-frame query. Synthetic collections "
              "built from real features (see the module docstring of `bench/search_scale.py` for how, and for "
              "the page-cache caveat).")
-    if args.no_write:
-        print(body)
-    else:
-        write_section("scale", "Query latency at scale", "python -m bench.search_scale", body)
+    publish("scale", "Query latency at scale", "python -m bench.search_scale", body, print_only=args.no_write)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from bench.copies import split
 from bench.copies.families import FAMILIES, make_family
 from bench.copies.peers import all_peers
 from bench.metrics import summary
-from bench.report import table, write_section
+from bench.report import publish, table
 from indexer.engine import Engine
 from indexer.settings import Settings
 from model.checkpoint import load_similarity
@@ -182,10 +182,7 @@ def write_ablation(queries, systems, no_write) -> None:
     body = table(["similarity", "mAP", "μAP", "R@1", "worst family mAP vs untrained"], rows)
     body += ("\n\nSame seed, data (the train split), batch and number of steps for every variant; only the loss "
              "changes. Scored exhaustively on the copy benchmark's test queries (section above).")
-    if no_write:
-        print(body)
-    else:
-        write_section("ablation", "Training ablation (our scale)", "see docs/TRAINING.md", body)
+    publish("ablation", "Training ablation (our scale)", "see docs/TRAINING.md", body, print_only=no_write)
 
 
 def _iou(seg: dict, truth: dict, family: str) -> float:
@@ -227,10 +224,7 @@ def write_report(queries, systems, timings, ious, index_s, peer_rows, no_write) 
              "5 natural near-duplicates. A query's positives are its original and that original's natural "
              "near-duplicate. Split and relevance: `bench/copies/split.py`. Plot: `docs/copies_map.png`.")
     _plot(families, per_family_map)
-    if no_write:
-        print(body)
-    else:
-        write_section("copies", "Copy detection on real clips (per family)", "python -m bench.copies.run", body)
+    publish("copies", "Copy detection on real clips (per family)", "python -m bench.copies.run", body, print_only=no_write)
 
 
 def _plot(families: list[str], per_family: dict[str, list[float]]) -> None:
