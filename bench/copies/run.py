@@ -250,14 +250,14 @@ def _plot(families: list[str], per_family: dict[str, list[float]]) -> None:
     except ImportError:
         log.warning("matplotlib not installed: no plot")
         return
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    fig, ax = plt.subplots(figsize=(14, 4.5))
     width = 0.8 / max(1, len(per_family))
     for i, (name, values) in enumerate(per_family.items()):
         ax.bar(np.arange(len(families)) + i * width, values, width, label=name)
     ax.set_xticks(np.arange(len(families)) + 0.4 - width / 2, families, rotation=60, ha="right")
     ax.set_ylabel("mAP")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(DOCS / "copies_map.png", dpi=110)
 
