@@ -47,7 +47,6 @@ class VideoInfo:
     width: int
     height: int
     codec: str
-    rotation: int  # degrees, counter-clockwise, as stored in the file's display matrix
 
 
 @dataclass
@@ -127,9 +126,8 @@ def probe(path: str | Path, limits: Limits = Limits()) -> VideoInfo:
         duration = _duration(container, stream)
         if duration > limits.max_duration_s:
             raise InputError("too_long", f"{path}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s")
-        rotation = 0
         codec = ctx.name or "unknown"
-    return VideoInfo(duration=duration, fps=fps, width=width, height=height, codec=codec, rotation=rotation)
+    return VideoInfo(duration=duration, fps=fps, width=width, height=height, codec=codec)
 
 
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:

@@ -126,17 +126,10 @@ def _groups(order: list[int], cost, budget: int):
 
 
 def _tiled_index(n: int, min_frames: int, device: torch.device) -> torch.Tensor:
-    """Frame indices of a length-n video tiled as `tile_to` does: 0..n-1 repeated until >= min_frames."""
+    """Frame indices of a length-n video tiled as the official evaluator tiles short videos:
+    0..n-1 repeated until there are at least min_frames."""
     reps = 1 if n >= min_frames else math.ceil(min_frames / n)
     return torch.arange(n * reps, device=device) % n
-
-
-def tile_to(x: torch.Tensor, min_frames: int) -> torch.Tensor:
-    """Repeat a T x R x D video along time until it has >= min_frames frames (official evaluator)."""
-    t = x.shape[0]
-    if t == 0:
-        raise ValueError("a video needs at least one frame")
-    return x if t >= min_frames else x.repeat(math.ceil(min_frames / t), 1, 1)
 
 
 class HAPVRSimilarity(nn.Module):

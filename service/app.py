@@ -125,13 +125,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = [Depends(require_key)]
 
     # ----- helpers
-    def validate(path: Path) -> None:
-        """Header-level checks (no decoding): fail fast with a clear code instead of a failed job."""
+    def validate(path: Path, upload_name: str | None = None) -> None:
+        """Header-level checks (no decoding): fail fast with a clear code instead of a failed job.
+
+        A rejected upload is deleted, and its message names the file as the client sent it.
+        """
         try:
             probe(path, settings.limits())
         except InputError as exc:
-            path.unlink(missing_ok=True)
-            raise ApiError(HTTP_STATUS.get(exc.code, 422), exc.code, exc.message.replace(str(path), path.name.split("-", 1)[-1])) from None
+            message = exc.message
+            if upload_name is not None:
+                path.unlink(missing_ok=True)
+                message = message.replace(str(path), upload_name)
+            raise ApiError(HTTP_STATUS.get(exc.code, 422), exc.code, message) from None
 
     def job_ref(job: Job, filename: str | None) -> dict:
         return {"job_id": job.id, "filename": filename, "state": job.state}
@@ -202,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for f in files:
                     saved.append(await save_upload(f, uploads, settings.max_upload_bytes))
                 for s in saved:
-                    await run_in_threadpool(validate, s.path)
+                    await run_in_threadpool(validate, s.path, s.filename)
             except UploadRejected as exc:
                 for s in saved:
                     s.path.unlink(missing_ok=True)
@@ -232,7 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     raise ApiError(400, "path_outside_import_root", f"{item.path}: outside the import root")
                 if not target.is_file():
                     raise ApiError(404, "not_found", f"{item.path}: no such file under the import root")
-                await run_in_threadpool(validate_import, target)
+                await run_in_threadpool(validate, target)
                 resolved.append((item, target))
             for item, target in resolved:
                 payload = {"path": str(target), "filename": item.path, "force": body.force,
@@ -246,12 +252,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if idempotency_key:
             response = queue.remember(f"index:{idempotency_key}", response)
         return JSONResponse(response, status_code=202)
-
-    def validate_import(path: Path) -> None:
-        try:
-            probe(path, settings.limits())
-        except InputError as exc:
-            raise ApiError(HTTP_STATUS.get(exc.code, 422), exc.code, exc.message) from None
 
     @app.get("/jobs/{job_id}", response_model=schemas.JobOut, dependencies=auth, responses=ERRORS)
     def get_job(job_id: str):
@@ -293,7 +293,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 saved = await save_upload(upload, uploads, settings.max_upload_bytes)
             except UploadRejected as exc:
                 raise ApiError(exc.status, exc.code, exc.message) from None
-            await run_in_threadpool(validate, saved.path)
+            await run_in_threadpool(validate, saved.path, saved.filename)
             payload = {"path": str(saved.path), "upload": str(saved.path), "label": saved.filename,
                        "top_k": top_k, "min_score": min_score}
         elif ctype.startswith("application/json"):
