@@ -40,3 +40,40 @@ def transcode(src: Path, dst: Path, height: int, crf: int = 23) -> Path:
 
 def h264_set(height: int) -> list[Path]:
     return [transcode(SHARED / name, OUT / f"{height}p" / f"{Path(name).stem}.mp4", height) for name in SOURCES]
+
+
+def hour_long(height: int = 360, seconds: int = 3600, rate: int = 5) -> Path:
+    """One `seconds`-long H.264 file made of the SOURCES clips played one after another, over and over.
+
+    For disk and memory per indexed video-hour: a store of short clips carries
+    SQLite's fixed overhead on very few frames. `rate` frames/s (not 25) keeps
+    the one-off encode to about a minute; the indexer samples 1 frame/s anyway.
+    """
+    dst = OUT / f"{height}p" / f"hour_{seconds}s.mp4"
+    if dst.exists():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for name in SOURCES:  # each source once, at `rate` frames/s, as RGB at the output size
+        with av.open(str(SHARED / name)) as inp:
+            vin = inp.streams.video[0]
+            step, next_t = 1.0 / rate, 0.0
+            for frame in inp.decode(vin):
+                if frame.time is None or frame.time + 1e-6 < next_t:
+                    continue
+                next_t += step
+                clips.append(frame.reformat(width=640, height=height, format="yuv420p").to_ndarray())
+    tmp = dst.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as out:
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = 640, height, "yuv420p"
+        vout.options = {"crf": "23", "preset": "veryfast"}
+        for index in range(seconds * rate):
+            frame = av.VideoFrame.from_ndarray(clips[index % len(clips)], format="yuv420p")
+            frame.pts = index
+            for packet in vout.encode(frame):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+    tmp.replace(dst)
+    return dst

@@ -49,19 +49,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     failures: list[tuple[Path, InputError | Exception]] = []
     start = time.perf_counter()
     try:
-        bar = tqdm(files, unit="video", disable=args.quiet or not sys.stderr.isatty() and not args.progress)
-        for path in bar:
+        bar = tqdm(total=len(files), unit="video",
+                   disable=args.quiet or not sys.stderr.isatty() and not args.progress)
+        for path, outcome in engine.index_many(files, metadata=metadata, force=args.force):
             bar.set_postfix_str(path.name[-40:])
-            try:
-                outcome = engine.index(path, metadata=metadata, force=args.force)
+            bar.update()
+            if isinstance(outcome, Exception):  # unexpected ones were logged with their traceback
+                counts["failed"] += 1
+                failures.append((path, outcome))
+            else:
                 counts["indexed" if outcome.created else "already indexed"] += 1
-            except InputError as exc:
-                counts["failed"] += 1
-                failures.append((path, exc))
-            except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-                log.exception("unexpected error on %s", path)
-                counts["failed"] += 1
-                failures.append((path, exc))
+        bar.close()
     finally:
         engine.save()
     for path, exc in failures:

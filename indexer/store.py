@@ -249,8 +249,12 @@ class Store:
         return [r[1] for r in rows], (rows[-1][0] if rows else gen)
 
     def load_features(self, video_id: str) -> np.ndarray:
-        """Memory-mapped fp16 T x R x D (no copy until used)."""
-        return np.load(self.feature_path(video_id), mmap_mode="r")
+        """Memory-mapped fp16 T x R x D (no copy until used).
+
+        Copy-on-write ("c"): writable for torch.from_numpy without a copy; a
+        write would change private pages only, never the file.
+        """
+        return np.load(self.feature_path(video_id), mmap_mode="c")
 
     def total_duration(self) -> float:
         return float(self._one("SELECT COALESCE(SUM(duration), 0) FROM videos")[0])

@@ -96,6 +96,7 @@ class OnnxImac:
         opts.intra_op_num_threads = threads or max(1, len(os.sched_getaffinity(0)))
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     @staticmethod

@@ -217,7 +217,8 @@ class HAPVRSimilarity(nn.Module):
         if tq == 0:
             raise ValueError("the query has no frames")
         work = self.compute_dtype if device.type == "cpu" else dtype  # region dot products only
-        f2f_real = self._batched_f2f(q.to(work), [t.to(device=device, dtype=work) for t in targets], batch_cells)
+        # targets keep their stored dtype (fp16, often memory-mapped): each is cast once, into its padded batch
+        f2f_real = self._batched_f2f(q.to(work), [t.to(device=device) for t in targets], batch_cells)
         rows = _tiled_index(tq, self.min_frames, device)
         pieces: list[tuple[int, torch.Tensor]] = []
         for i, sim in enumerate(f2f_real):
@@ -253,9 +254,10 @@ class HAPVRSimilarity(nn.Module):
                 for j in group:
                     out[j] = torch.zeros(len(q), 0, device=q.device)
                 continue
-            padded = torch.zeros(len(group), tmax, *q.shape[1:], dtype=q.dtype, device=q.device)
+            padded = torch.empty(len(group), tmax, *q.shape[1:], dtype=q.dtype, device=q.device)
             for row, j in enumerate(group):
                 padded[row, : len(targets[j])] = targets[j]
+                padded[row, len(targets[j]) :] = 0
             f2f = self.frame_to_frame(q, padded)
             for row, j in enumerate(group):
                 out[j] = f2f[row, :, : len(targets[j])]

