@@ -38,7 +38,7 @@ FILE_RE = re.compile(r"coarse-(\d+)-(\d+)\.index$")
 
 def frame_descriptors(features: np.ndarray) -> np.ndarray:
     """T x R x D region features -> T x D unit-norm float32 frame descriptors."""
-    desc = np.asarray(features, dtype=np.float32).mean(axis=1)
+    desc = np.asarray(features).mean(axis=1, dtype=np.float32)  # no float32 copy of all T x R x D regions
     norms = np.linalg.norm(desc, axis=1, keepdims=True)
     return desc / np.maximum(norms, 1e-12)
 

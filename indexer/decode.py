@@ -22,8 +22,10 @@ import numpy as np
 from indexer.errors import InputError
 
 log = logging.getLogger(__name__)
-# libav prints every damaged packet to stderr; damage is reported through InputError instead
-av.logging.set_level(av.logging.PANIC)
+# No FFmpeg log callback into Python at all (PyAV's default, enforced here): with one installed, even at
+# PANIC, a decoder thread that logs while the main thread frees the codec deadlocks on the GIL (seen here
+# with threaded H.264 decoding; PyAV-Org/PyAV#751, #909). Damage is reported through InputError instead.
+av.logging.set_level(None)
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mkv .webm .avi .mov .mpg .mpeg .ts .m2ts .mts .wmv .flv .3gp .ogv .gif .mxf".split()

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # --- similarity network
     checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
     use_checkpoint: bool = Field(True, description="false: untrained Chamfer similarity even if a checkpoint ships")
-    rerank_precision: str = Field("auto", description="auto (bfloat16 on CPUs with bf16 support), float32, bfloat16")
+    rerank_precision: str = Field("auto", description="auto (bfloat16 on CPU when a start-up probe finds it faster), float32, bfloat16")
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03
 
