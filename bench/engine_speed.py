@@ -91,8 +91,9 @@ def main() -> None:
     body += "\n\n" + table(["store", "video s", "frames", "features MB", "FAISS MB", "SQLite MB",
                              "MB per video-hour"], disk_rows)
     body += (f"\n\nPeak RSS of this process: {peak_before:.0f} MB before indexing the hour-long file, "
-             f"{peak_after:.0f} MB after. Frames are streamed in batches; what an hour adds is the video's own "
-             "features (33 MB in fp16), held while they are written and added to FAISS.")
+             f"{peak_after:.0f} MB after. Frames are streamed in batches; what grows with length is the video's own "
+             "features (33 MB per hour in fp16, held while they are written and added to FAISS) and transient "
+             "copies of them.")
     body += ("\n\nWhere indexing / decode is below 0.7 (360p, and the hour-long file at 5 frames/s, which decodes "
              "even faster), embedding is the bottleneck, not decoding: the encoder needs ~11 ms of CPU per sampled "
              "frame (`python -m bench.encoder_speed`: ~175 frames/s on both cores), more than decoding a second of "

@@ -116,6 +116,20 @@ def pixel_view(frames: np.ndarray, rng: np.random.Generator, strong: bool, size:
     return out
 
 
+def pixel_video_in_video(host: np.ndarray, inset: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The paper's ViV on pixels: every host frame (N x S x S x 3) gets the inset clip's frame at the same
+    index (looped) shrunk to an area of 1 - lambda (lambda ~ U(0.3, 0.7)) at one random position."""
+    size = host.shape[1]
+    lam = rng.uniform(0.3, 0.7)
+    side = max(8, int(round(size * np.sqrt(1 - lam))))
+    top, left = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+    out = host.copy()
+    for t in range(len(host)):
+        small = Image.fromarray(inset[t % len(inset)]).resize((side, side), Image.BILINEAR)
+        out[t, top : top + side, left : left + side] = np.asarray(small)
+    return out
+
+
 # ----- temporal transforms on cached features (index maps; -1 = black frame, -2 = noise frame)
 
 def temporal_indices(n: int, window: int, rng: np.random.Generator) -> np.ndarray:
@@ -162,7 +176,8 @@ def gather(features: torch.Tensor, idx: np.ndarray, black: torch.Tensor, noise: 
 
 
 def video_in_video(host: torch.Tensor, inset: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Approximate ViV on the 3x3 region grid: a box of grid cells covering about 1 - lambda of the
+    """Approximate ViV on the 3x3 region grid, used only when a cache has no pixel ViV views
+    (`--viv-views 0`; see `pixel_video_in_video` and `model/train.py:build_cache`): a box of grid cells covering about 1 - lambda of the
     frame (lambda ~ U(0.3, 0.7)) takes the inset clip's frame descriptor (the whole inset frame seen
     small inside those cells). Pixel-exact ViV would need a re-encode per batch; this keeps training
     on cached features."""

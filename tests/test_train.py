@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.augment import pixel_view, temporal_indices
+from model.augment import pixel_video_in_video, pixel_view, temporal_indices
 from model.checkpoint import load_similarity, save_similarity
 from model.train import FeatureCache, TrainConfig, build_cache, make_batch, make_loss, train
 from model.teacher import backbone_teacher
@@ -23,7 +23,7 @@ def small(tmp_path_factory, encoder):
     config = TrainConfig(window=8, batch=4, steps=16, lr=1e-3, warmup=2, strong_views=2, save_every=4, seed=3)
     folder = tmp_path_factory.mktemp("cache")
     files = build_cache([clip(n) for n in CLIPS], encoder, folder, config)
-    return config, FeatureCache(files), folder
+    return config, FeatureCache(files, config.viv_views), folder
 
 
 def fixed_batch_loss(net, cache, config) -> float:
@@ -122,7 +122,7 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     config = TrainConfig(window=8, batch=2, steps=2, strong_views=1, teacher="dino", dino_weights=str(weights),
                          warmup=1)
     files = build_cache([clip("intel__asl_again.mkv"), clip("intel__asl_bird.mkv")], encoder, tmp_path / "c", config)
-    cache = FeatureCache(files)
+    cache = FeatureCache(files, config.viv_views)
     clips, labels, teacher = make_batch(cache, config, 0)
     assert teacher.shape == (4, 8, 384)
     assert torch.allclose(teacher.norm(dim=-1), torch.ones(4, 8), atol=1e-2)
@@ -131,3 +131,36 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     with pytest.raises(ValueError, match="dino-weights"):
         build_cache([clip("intel__asl_again.mkv")], encoder, tmp_path / "d",
                     TrainConfig(teacher="dino", strong_views=1))
+
+
+def test_pixel_video_in_video_pastes_the_inset_clip_and_nothing_else():
+    rng = np.random.default_rng(0)
+    host = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    inset = np.full((3, 64, 64, 3), 200, np.uint8)
+    out = pixel_video_in_video(host, inset, np.random.default_rng(1))
+    again = pixel_video_in_video(host, inset, np.random.default_rng(1))
+    assert np.array_equal(out, again)  # deterministic under a seed
+    changed = (out != host).any(axis=-1)  # T x H x W
+    assert changed.any()
+    area = np.unique(changed.sum(axis=(1, 2)))
+    assert len(area) == 1 and 0.3 * 64 * 64 * 0.8 <= area[0] <= 0.7 * 64 * 64 * 1.2  # one box, 1 - lambda
+    assert (out[changed] == 200).all()  # the box holds the inset's pixels (frame t uses inset frame t mod 3)
+
+
+def test_pixel_viv_batches_link_each_host_to_the_video_inside_it(small):
+    """With pixel ViV, a strong clip that shows another video is labelled positive to that video's clips."""
+    config, cache, _ = small
+    assert all(len(views) == config.viv_views for views in cache.viv)
+    cfg = TrainConfig(**{**config.__dict__, "viv_p": 1.0})
+    b = min(cfg.batch, len(cache.videos))
+    linked = 0
+    for step in range(30):
+        sources = np.random.default_rng([cfg.seed, 1, step]).choice(len(cache.videos), size=b, replace=False)
+        _, labels, _ = make_batch(cache, cfg, step)
+        for j in range(b):
+            for i in range(b):
+                if i != j and labels[b + j, i] == 1:  # strong clip j positive to source i's weak clip
+                    insets = {inset for _, _, inset in cache.viv[int(sources[j])]}
+                    assert int(sources[i]) in insets  # strong clip j shows video i
+                    linked += 1
+    assert linked > 0

@@ -179,9 +179,9 @@ def write_ablation(queries, systems, no_write) -> None:
         rows.append([name, f"{overall['mAP']:.3f}", f"{overall['uAP']:.3f}", f"{overall['R@1']:.2f}",
                      f"{worst:+.3f} ({worst_family})"])
     body = table(["similarity", "mAP", "μAP", "R@1", "worst family mAP vs untrained"], rows)
-    body += ("\n\nEvery variant: the train split, seed 0, batch 8 sources (16 clips), W = 28, 80 steps, lr 2e-4 with "
-             "10 warm-up steps; only the loss changes. Scored exhaustively on the copy benchmark's test queries "
-             "(section above). Commands: docs/TRAINING.md.")
+    body += ("\n\nEvery variant: the train split, seed 0, the default budget of `hapvr train` (batch 8 sources = 16 "
+             "clips, W = 28, 200 steps, lr 2e-4 with 20 warm-up steps, pixel ViV); only the loss changes. Scored "
+             "exhaustively on the copy benchmark's test queries (section above). Commands: docs/TRAINING.md.")
     publish("ablation", "Training ablation (our scale)", "see docs/TRAINING.md", body, print_only=no_write)
 
 
