@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bench.report import publish, table
 from bench.samples import SHARED, h264_set, hour_long

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import sqlite3
 import tempfile
 import time
 from pathlib import Path

@@ -39,7 +39,7 @@ def topk_chamfer(sim: torch.Tensor, rate: float, row_mask: torch.Tensor | None =
     entries; padding never contributes and k is computed from the real length,
     so a padded batch scores exactly like its unpadded members.
     """
-    n, m = sim.shape[-2], sim.shape[-1]
+    m = sim.shape[-1]
     if col_mask is None:
         k = topk_count(m, rate)
         row_scores = sim.topk(k, dim=-1).values.mean(-1) if k > 1 else sim.amax(-1)

@@ -37,7 +37,7 @@ class TrainConfig:
     window: int = 28  # W, frames per clip (official: 28)
     batch: int = 8  # source videos per step -> 2B clips (official: 64 per GPU; ~0.7 s a step here, 16: ~3 s)
     steps: int = 200  # official: 30,000 on 2 GPUs
-    lr: float = 2e-4  # official 4e-5 over 30k steps; ours is ~60x shorter, so a larger step size
+    lr: float = 2e-4  # official 4e-5 over 30k steps; ours is ~150x shorter, so a larger step size
     warmup: int = 20
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01

@@ -27,7 +27,7 @@ from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.settings import Settings, get_settings
 from service import schemas
-from service.jobs import FINAL, Job, LocalQueue, make_queue, new_job_id
+from service.jobs import Job, LocalQueue, make_queue, new_job_id
 from service.metrics import Metrics
 from service.uploads import UploadRejected, save_upload
 

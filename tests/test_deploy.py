@@ -3,7 +3,6 @@ name exists in the repository (there is no Docker engine here to run them)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import compose_spec
 import pytest
