@@ -161,14 +161,16 @@ def iter_frames(
     batch_size: int = 64,
     min_frames: int = 8,
     limits: Limits = Limits(),
+    info: VideoInfo | None = None,
 ) -> Iterator[FrameBatch]:
     """Yield RGB frames sampled at `fps` (raised for very short clips), `batch_size` at a time.
 
     `size_for(w, h)` gives the output size for a displayed (rotated) w x h
-    frame. Raises InputError("truncated") when nothing decodes.
+    frame. `info` is the file's `probe` when the caller already has it (it is
+    not opened twice). Raises InputError("truncated") when nothing decodes.
     """
     path = Path(path)
-    info = probe(path, limits)
+    info = info or probe(path, limits)
     step = 1.0 / sampling_rate(info.duration, info.fps, fps, min_frames)
     got_any = False
     next_t = 0.0

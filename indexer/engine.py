@@ -46,7 +46,6 @@ class Embedded:
     timestamps: np.ndarray  # seconds
     mirrored: torch.Tensor | None  # the same for horizontally mirrored frames (queries only)
     info: VideoInfo
-    sha256: str
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -56,7 +55,7 @@ class Decoding:
 
     path: Path
     info: VideoInfo
-    sha256: str
+    sha256: str | None  # known when indexing (idempotence); queries never hash
     batches: Prefetch
     replaces: VideoRecord | None = None  # the entry with the same sha256 that a forced re-index replaces
     probe_ms: float = 0.0
@@ -170,18 +169,17 @@ class Engine:
     # ----- embedding
     def start_decoding(self, path: str | Path, sha256: str | None = None,
                        replaces: VideoRecord | None = None) -> Decoding:
-        """Probe and hash `path`, then start decoding it in the background (raises InputError at once)."""
+        """Probe `path`, then start decoding it in the background (raises InputError at once)."""
         path = Path(path)
         t0 = time.perf_counter()
         info = probe(path, self.settings.limits())
-        sha = sha256 or sha256_file(path)
         frames = iter_frames(path, fps=self.settings.sample_fps, size_for=self.encoder.decode_size,
                              batch_size=self.settings.encode_batch, min_frames=self.settings.min_frames,
-                             limits=self.settings.limits())
-        return Decoding(path, info, sha, Prefetch(frames), replaces, (time.perf_counter() - t0) * 1000)
+                             limits=self.settings.limits(), info=info)
+        return Decoding(path, info, sha256, Prefetch(frames), replaces, (time.perf_counter() - t0) * 1000)
 
-    def embed(self, path: str | Path, progress: Progress | None = None, sha256: str | None = None,
-              mirrored: bool = False, decoding: Decoding | None = None, keep_fp16: bool = False) -> Embedded:
+    def embed(self, path: str | Path, progress: Progress | None = None, mirrored: bool = False,
+              decoding: Decoding | None = None, keep_fp16: bool = False) -> Embedded:
         """Decode at the sampling rate, encode in batches, apply index_video. Memory stays flat.
 
         With `mirrored`, the horizontally flipped frames are embedded too (for
@@ -189,7 +187,7 @@ class Engine:
         `start_decoding`); without it, decoding starts now. `keep_fp16` returns
         the features as stored (fp16), sparing an hour-long video a 66 MB float32 copy.
         """
-        decoding = decoding or self.start_decoding(path, sha256)
+        decoding = decoding or self.start_decoding(path)
         info = decoding.info
         parts: list[torch.Tensor] = []
         flipped: list[torch.Tensor] = []
@@ -214,7 +212,7 @@ class Engine:
         features = features if keep_fp16 else features.float()
         timings = {"probe_hash": decoding.probe_ms, "decode": decode_s * 1000, "embed": encode_s * 1000}
         mirror = torch.cat(flipped).float() if flipped else None
-        return Embedded(features, np.concatenate(stamps), mirror, info, decoding.sha256, timings)
+        return Embedded(features, np.concatenate(stamps), mirror, info, timings)
 
     # ----- indexing
     def prepare(self, path: str | Path, force: bool = False) -> IndexOutcome | Decoding:
@@ -258,8 +256,7 @@ class Engine:
         ahead = prepare(0)
         try:
             for i, path in enumerate(paths):
-                current, ahead = ahead, None
-                ahead = prepare(i + 1)
+                current, ahead = ahead, prepare(i + 1)
                 if isinstance(current, Decoding):
                     try:
                         current = self._index_decoding(current, None, metadata, force, None)
@@ -279,13 +276,13 @@ class Engine:
         t0 = time.perf_counter()
         video_id = self.store.write_features(emb.features.numpy())
         with self.store.write_lock():
-            again = self.store.by_sha256(emb.sha256)
+            again = self.store.by_sha256(decoding.sha256)
             if again and not force:  # another writer won the race
                 self.store.feature_path(video_id).unlink(missing_ok=True)
                 return IndexOutcome(again, created=False)
             info = emb.info
             record = self.store.commit_video(
-                video_id, source=external_id or str(decoding.path), external_id=external_id, sha256=emb.sha256,
+                video_id, source=external_id or str(decoding.path), external_id=external_id, sha256=decoding.sha256,
                 duration=info.duration, fps=info.fps, width=info.width, height=info.height, codec=info.codec,
                 timestamps=emb.timestamps, metadata=metadata,
             )
