@@ -119,7 +119,11 @@ class Engine:
     @cached_property
     def encoder(self) -> FrameEncoder:
         s = self.settings
-        return FrameEncoder(s.encoder_config(), device=self.device, cache_dir=s.cache_dir, batch_size=s.encode_batch)
+        t0 = time.perf_counter()
+        encoder = FrameEncoder(s.encoder_config(), device=self.device, cache_dir=s.cache_dir, batch_size=s.encode_batch)
+        log.info("frame encoder (%s, %s) loaded in %.0f ms", encoder.runtime, self.device,
+                 (time.perf_counter() - t0) * 1000)
+        return encoder
 
     @cached_property
     def checkpoint_path(self) -> Path | None:
@@ -171,9 +175,10 @@ class Engine:
                        replaces: VideoRecord | None = None) -> Decoding:
         """Probe `path`, then start decoding it in the background (raises InputError at once)."""
         path = Path(path)
+        encoder = self.encoder  # built on first use: its one-off load is not this file's probe time
         t0 = time.perf_counter()
         info = probe(path, self.settings.limits())
-        frames = iter_frames(path, fps=self.settings.sample_fps, size_for=self.encoder.decode_size,
+        frames = iter_frames(path, fps=self.settings.sample_fps, size_for=encoder.decode_size,
                              batch_size=self.settings.encode_batch, min_frames=self.settings.min_frames,
                              limits=self.settings.limits(), info=info)
         return Decoding(path, info, sha256, Prefetch(frames), replaces, (time.perf_counter() - t0) * 1000)
