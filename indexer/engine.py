@@ -175,13 +175,13 @@ class Engine:
                        replaces: VideoRecord | None = None) -> Decoding:
         """Probe `path`, then start decoding it in the background (raises InputError at once)."""
         path = Path(path)
-        encoder = self.encoder  # built on first use: its one-off load is not this file's probe time
         t0 = time.perf_counter()
-        info = probe(path, self.settings.limits())
-        frames = iter_frames(path, fps=self.settings.sample_fps, size_for=encoder.decode_size,
+        info = probe(path, self.settings.limits())  # bad input fails here, before any model is loaded
+        probe_ms = (time.perf_counter() - t0) * 1000  # not counting the encoder's one-off load just below
+        frames = iter_frames(path, fps=self.settings.sample_fps, size_for=self.encoder.decode_size,
                              batch_size=self.settings.encode_batch, min_frames=self.settings.min_frames,
                              limits=self.settings.limits(), info=info)
-        return Decoding(path, info, sha256, Prefetch(frames), replaces, (time.perf_counter() - t0) * 1000)
+        return Decoding(path, info, sha256, Prefetch(frames), replaces, probe_ms)
 
     def embed(self, path: str | Path, progress: Progress | None = None, mirrored: bool = False,
               decoding: Decoding | None = None, keep_fp16: bool = False) -> Embedded:
