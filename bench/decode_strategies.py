@@ -8,7 +8,7 @@ import av
 
 from bench.report import table, write_section
 from bench.samples import h264_set
-from indexer.decode import iter_frames
+from indexer.decode import iter_frames, probe
 
 REPEATS = 3
 
@@ -51,8 +51,7 @@ def main() -> None:
     rows = []
     for height in (360, 720):
         files = h264_set(height)
-        seconds = sum(float(av.open(str(f)).streams.video[0].duration * av.open(str(f)).streams.video[0].time_base)
-                      for f in files)
+        seconds = sum(probe(f).duration for f in files)
         strategies = (
             ("decode all (frame+slice threads)", lambda p: decode_all(p, nonref=False)),
             ("decode all, skip non-ref frames (frame+slice threads)", lambda p: decode_all(p, nonref=True)),

@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from bench.report import publish, table
 from bench.samples import SHARED, h264_set, hour_long
 from indexer.decode import iter_frames, probe

@@ -177,10 +177,10 @@ def gather(features: torch.Tensor, idx: np.ndarray, black: torch.Tensor, noise: 
 
 def video_in_video(host: torch.Tensor, inset: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Approximate ViV on the 3x3 region grid, used only when a cache has no pixel ViV views
-    (`--viv-views 0`; see `pixel_video_in_video` and `model/train.py:build_cache`): a box of grid cells covering about 1 - lambda of the
-    frame (lambda ~ U(0.3, 0.7)) takes the inset clip's frame descriptor (the whole inset frame seen
-    small inside those cells). Pixel-exact ViV would need a re-encode per batch; this keeps training
-    on cached features."""
+    (`--viv-views 0`; see `pixel_video_in_video` and `model/train.py:build_cache`): a box of grid
+    cells covering about 1 - lambda of the frame (lambda ~ U(0.3, 0.7)) takes the inset clip's frame
+    descriptor (the whole inset frame seen small inside those cells). Pixel-exact ViV would need a
+    re-encode per batch; this keeps training on cached features."""
     lam = rng.uniform(0.3, 0.7)
     cells = max(1, int(round((1 - lam) * 9)))
     shapes = [(r, c) for r in (1, 2, 3) for c in (1, 2, 3) if abs(r * c - cells) <= 1] or [(2, 2)]
