@@ -116,11 +116,13 @@ def pixel_view(frames: np.ndarray, rng: np.random.Generator, strong: bool, size:
     return out
 
 
-def pixel_video_in_video(host: np.ndarray, inset: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def pixel_video_in_video(host: np.ndarray, inset: np.ndarray, rng: np.random.Generator,
+                         area: tuple[float, float] = (0.3, 0.7)) -> np.ndarray:
     """The paper's ViV on pixels: every host frame (N x S x S x 3) gets the inset clip's frame at the same
-    index (looped) shrunk to an area of 1 - lambda (lambda ~ U(0.3, 0.7)) at one random position."""
+    index (looped) shrunk to an area of 1 - lambda at one random position. The paper draws
+    lambda ~ U(0.3, 0.7), i.e. an inset area in `area` = (0.3, 0.7) of the frame."""
     size = host.shape[1]
-    lam = rng.uniform(0.3, 0.7)
+    lam = rng.uniform(1.0 - area[1], 1.0 - area[0])  # the paper's default draws lambda ~ U(0.3, 0.7)
     side = max(8, int(round(size * np.sqrt(1 - lam))))
     top, left = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
     out = host.copy()

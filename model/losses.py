@@ -8,6 +8,8 @@
   evaluated (same value and gradient), in chunks, so 32 clips x 28 frames
   stay far below 4 GB.
 * `info_nce`, `sshn`, `similarity_regularization`, `HAPVRLoss` (weights 1/6/4/3/1).
+* `PooledQuadLinearAP` - not in the paper: the same AP surrogate over all pairs of the batch pooled
+  into one ranking (a μAP surrogate); weight 0 by default, i.e. off (docs/TRAINING.md).
 """
 from __future__ import annotations
 
@@ -72,6 +74,27 @@ class QuadLinearAP(nn.Module):
     def forward(self, similarities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         pos = labels > 0
         ap = _ap_terms(similarities, pos, ~pos, self.sigma, self.rho, self.surrogate)
+        return 1.0 - ap.mean()
+
+
+class PooledQuadLinearAP(nn.Module):
+    """Detection-level ("pooled") QuadLinear-AP: `(similarities N x N, labels N x N) -> 1 - AP`.
+
+    Not part of HAP-VR. Every ordered pair (q, j), j != q, of the batch is one entry of a single
+    ranking, labelled by Y, as μAP pools every query's list. The paper's losses only compare
+    scores within a row, so nothing asks a weak positive of one query to outscore another
+    query's negatives; this term does, which is what a score threshold (and μAP) needs.
+    """
+
+    def __init__(self, sigma: float = 0.05, rho: float = 0.1):
+        super().__init__()
+        self.sigma, self.rho = sigma, rho
+
+    def forward(self, similarities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n = similarities.shape[0]
+        off = ~torch.eye(n, dtype=torch.bool, device=similarities.device)
+        scores, pos = similarities[off], (labels > 0)[off]
+        ap = _ap_terms(scores.unsqueeze(0), pos.unsqueeze(0), ~pos.unsqueeze(0), self.sigma, self.rho)
         return 1.0 - ap.mean()
 
 
@@ -173,18 +196,21 @@ class LossWeights:
     video_ap: float = 4.0
     sshn: float = 3.0
     reg: float = 1.0
+    pooled_ap: float = 0.0  # not in the paper (PooledQuadLinearAP); 0 = the official recipe
 
 
 class HAPVRLoss(nn.Module):
     """Total loss; returns (total, dict of the named terms for logging)."""
 
     def __init__(self, weights: LossWeights = LossWeights(), temperature: float = 0.03,
-                 video_ap: QuadLinearAP | None = None, frame_ap: InnerQuadLinearAP | None = None):
+                 video_ap: QuadLinearAP | None = None, frame_ap: InnerQuadLinearAP | None = None,
+                 pooled_ap: PooledQuadLinearAP | None = None):
         super().__init__()
         self.weights = weights
         self.temperature = temperature
         self.video_ap = video_ap or QuadLinearAP()
         self.frame_ap = frame_ap or InnerQuadLinearAP()
+        self.pooled_ap = pooled_ap or PooledQuadLinearAP()
 
     def forward(self, f2f: torch.Tensor, video_sim: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor,
                 teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -195,6 +221,8 @@ class HAPVRLoss(nn.Module):
         terms["reg"] = similarity_regularization(psi)
         if w.video_ap:
             terms["video_ap"] = self.video_ap(video_sim, labels)
+        if w.pooled_ap:
+            terms["pooled_ap"] = self.pooled_ap(video_sim, labels)
         if w.frame_ap and teacher is not None:
             terms["frame_ap"] = self.frame_ap(f2f, teacher, labels)
         total = sum(getattr(w, name) * value for name, value in terms.items())

@@ -4,9 +4,11 @@ Practical on a 2-core CPU because the frozen encoder runs once per cached view, 
 1. cache: every video is decoded at 1 fps (densely for short clips), one weak and K strong pixel
    views are drawn (`model.augment.pixel_view`) and encoded; features are stored in fp16;
 2. steps: each batch takes B sources, a 2W-frame window each, a W-frame weak crop and a strong view
-   with a temporal transform (re-indexing cached features: exact), video-in-video (approximate, on
-   the region grid), labels Y = 1[L0 L0^T > 0], teacher frame features for the pseudo-labels, and the
-   total loss of the paper. AdamW, linear warm-up then cosine decay, per step.
+   with a temporal transform (re-indexing cached features: exact), video-in-video (cached pixel views,
+   or approximated on the region grid with --viv-views 0), labels Y = 1[L0 L0^T > 0], teacher frame
+   features for the pseudo-labels, and the total loss of the paper (plus the pooled AP term of
+   `model.losses.PooledQuadLinearAP` when --pooled-ap > 0, off by default). AdamW, linear warm-up then
+   cosine decay, per step.
 Batches are a pure function of (seed, step), so `--resume` continues exactly.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ import torch
 
 from model.augment import gather, pixel_video_in_video, pixel_view, temporal_indices, video_in_video
 from model.checkpoint import save_similarity
-from model.losses import HAPVRLoss, InnerQuadLinearAP, LossWeights, QuadLinearAP, sigmoid_surrogate
+from model.losses import (HAPVRLoss, InnerQuadLinearAP, LossWeights, PooledQuadLinearAP, QuadLinearAP,
+                          sigmoid_surrogate)
 from model.similarity import HAPVRSimilarity
 from model.teacher import backbone_teacher
 
@@ -44,12 +47,17 @@ class TrainConfig:
     strong_views: int = 3  # cached strong pixel views per video
     viv_p: float = 0.6  # official 0.3; a cached ViV view is usable only when its inset video is in the batch
     viv_views: int = 2  # cached pixel ViV views per video (another video inset); 0: approximate ViV on features
+    viv_area_min: float = 0.3  # inset area as a share of the frame: 1 - lambda, lambda ~ U(0.3, 0.7) in the paper
+    viv_area_max: float = 0.7
     temperature: float = 0.03
     nce: float = 1.0
     frame_ap: float = 6.0
     video_ap: float = 4.0
     sshn: float = 3.0
     reg: float = 1.0
+    pooled_ap: float = 0.0  # not in the paper: a μAP surrogate over the whole batch (docs/TRAINING.md)
+    pooled_sigma: float = 0.05
+    attention_lr: float = 1.0  # the attention's learning rate as a share of lr (the paper: 1)
     qlap_sigma: float = 0.05
     qlap_rho: float = 0.1
     inner_sigma: float = 0.05
@@ -119,7 +127,7 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
         sources.append(path)
     if config.viv_views > 0 and len(out) > 1:
         for i, (target, path) in enumerate(zip(tqdm(out, desc="cache ViV views", unit="video"), sources)):
-            viv_file = viv_path(target, config.viv_views)
+            viv_file = viv_path(target, config.viv_views, viv_area(config))
             if viv_file.exists():
                 continue
             rng = np.random.default_rng([config.seed, 2, int(target.name[:5])])
@@ -132,7 +140,7 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
                     log.warning("no ViV view for %s: %s", path, exc)
                     continue
                 pixels = pixel_video_in_video(pixel_view(host, rng, strong=True),
-                                              pixel_view(inset, rng, strong=True), rng)
+                                              pixel_view(inset, rng, strong=True), rng, viv_area(config))
                 views["viv"].append(encoder.encode(pixels).half())
                 views["inset"].append(out[j].name)
                 if dino is not None:
@@ -141,9 +149,14 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
     return out
 
 
-def viv_path(target: Path, views: int) -> Path:
-    """Pixel ViV views of a cached video live beside it, one file per setting of --viv-views."""
-    return target.with_name(f"{target.stem}.viv{views}.pt")
+def viv_area(config: TrainConfig) -> tuple[float, float]:
+    return config.viv_area_min, config.viv_area_max
+
+
+def viv_path(target: Path, views: int, area: tuple[float, float] = (0.3, 0.7)) -> Path:
+    """Pixel ViV views of a cached video live beside it, one file per setting of --viv-views and inset area."""
+    tag = "" if tuple(area) == (0.3, 0.7) else f"-a{area[0]:g}-{area[1]:g}"
+    return target.with_name(f"{target.stem}.viv{views}{tag}.pt")
 
 
 def _save(obj: dict, target: Path) -> None:
@@ -155,7 +168,7 @@ def _save(obj: dict, target: Path) -> None:
 class FeatureCache:
     """Every cached view in memory (fp16); `viv_views` > 0 also loads the pixel ViV views of that setting."""
 
-    def __init__(self, files: list[Path], viv_views: int = 0):
+    def __init__(self, files: list[Path], viv_views: int = 0, viv_area: tuple[float, float] = (0.3, 0.7)):
         special = torch.load(files[0].parent / "_special.pt")
         self.black, self.noise = special["black"].float(), special["noise"].float()
         self.black_teacher = special.get("black_teacher")
@@ -166,7 +179,7 @@ class FeatureCache:
         self.viv: list[list[tuple[torch.Tensor, torch.Tensor | None, int]]] = [[] for _ in files]
         index = {f.name: k for k, f in enumerate(files)}
         for k, f in enumerate(files):
-            path = viv_path(f, viv_views)
+            path = viv_path(f, viv_views, viv_area)
             if viv_views > 0 and path.exists():
                 views = torch.load(path)
                 teachers = views.get("teacher_viv", [None] * len(views["viv"]))
@@ -236,8 +249,10 @@ def make_loss(config: TrainConfig) -> HAPVRLoss:
     surrogate = {"quadlinear": None, "sigmoid": sigmoid_surrogate}[config.video_surrogate]
     video_ap = QuadLinearAP(config.qlap_sigma, config.qlap_rho) if surrogate is None else \
         QuadLinearAP(0.01, config.qlap_rho, surrogate=surrogate)
-    return HAPVRLoss(LossWeights(config.nce, config.frame_ap, config.video_ap, config.sshn, config.reg),
+    return HAPVRLoss(LossWeights(config.nce, config.frame_ap, config.video_ap, config.sshn, config.reg,
+                                 config.pooled_ap),
                      temperature=config.temperature, video_ap=video_ap,
+                     pooled_ap=PooledQuadLinearAP(config.pooled_sigma, config.qlap_rho),
                      frame_ap=InnerQuadLinearAP(config.inner_sigma, config.inner_rho, config.pseudo_top,
                                                 config.pseudo_bottom))
 
@@ -249,7 +264,9 @@ def train(cache: FeatureCache, config: TrainConfig, state_path: Path, log_path: 
 
     torch.manual_seed(config.seed)
     net = HAPVRSimilarity(f2f_topk_rate=config.f2f_topk_rate, v2v_topk_rate=config.v2v_topk_rate).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = [{"params": list(net.attention.parameters()), "scale": config.attention_lr},
+              {"params": list(net.comparator_module.parameters()), "scale": 1.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_loss(config)
     start = 0
     if resume and state_path.exists():
@@ -261,7 +278,7 @@ def train(cache: FeatureCache, config: TrainConfig, state_path: Path, log_path: 
     with open(log_path, "a") as logf:
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config)
+                group["lr"] = lr_at(step, config) * group.get("scale", 1.0)
             clips, labels, teacher = make_batch(cache, config, step)
             clips, labels = clips.to(device), labels.to(device)
             t0 = time.perf_counter()
@@ -320,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     start = time.perf_counter()
     stem = Path(args.out).stem  # several runs (an ablation) can share one work folder and its cache
-    net = train(FeatureCache(files, config.viv_views), config, work / f"state-{stem}.pt", work / f"log-{stem}.jsonl",
+    net = train(FeatureCache(files, config.viv_views, viv_area(config)), config, work / f"state-{stem}.pt",
+                work / f"log-{stem}.jsonl",
                 resume=args.resume, progress=not args.quiet, device=device)
     save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,
                     trained={"config": asdict(config), "videos": len(files), "seconds": round(time.perf_counter() - start)})

@@ -198,3 +198,22 @@ def test_total_loss_uses_official_weights():
     total, terms = HAPVRLoss()(f2f, video, psi, labels, teacher)
     expected = terms["nce"] + 6 * terms["frame_ap"] + 4 * terms["video_ap"] + 3 * terms["sshn"] + terms["reg"]
     assert float(total) == pytest.approx(expected, rel=1e-5)
+
+
+def test_pooled_ap_sees_what_the_per_query_ap_cannot():
+    """Each row ranks its positive first (per-query AP perfect), but row 1's positive scores below row 0's
+    negative: only the pooled (μAP) surrogate counts that, and only it gives the weak positive a gradient."""
+    from model.losses import PooledQuadLinearAP
+
+    labels = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    sims = torch.tensor([[1.0, 0.9, 0.6], [0.5, 1.0, 0.1], [0.2, 0.0, 1.0]], requires_grad=True)
+    assert float(QuadLinearAP(0.05, 0.1)(sims, labels).detach()) < 1e-6  # per row: the positive leads by > sigma
+    pooled = PooledQuadLinearAP(0.05, 0.1)(sims, labels)
+    # pooled list, self pairs out: positives 0.9 and 0.5, negatives 0.6, 0.1, 0.2, 0.0. The positive 0.9
+    # ranks first (AP term 1); 0.5 has R^-(0.6 - 0.5) = 1 + 2 * 0.1 / 0.05 = 5 above it and 0.9 (rho 0.1).
+    expected = 1 - (1 + (1 + 0.1) / (1 + 0.1 + 5)) / 2
+    assert float(pooled.detach()) == pytest.approx(expected, abs=1e-5)
+    pooled.backward()
+    assert sims.grad[1, 0] < 0 and sims.grad[0, 2] > 0  # raise the weak positive, lower the other row's negative
+    well_ranked = torch.tensor([[1.0, 0.9, 0.2], [0.8, 1.0, 0.1], [0.2, 0.0, 1.0]])
+    assert float(PooledQuadLinearAP(0.05, 0.1)(well_ranked, labels)) < 1e-6

@@ -90,6 +90,23 @@ def test_checkpoint_is_small_and_round_trips(small, tmp_path):
     assert torch.allclose(net(x)[1], loaded(x)[1])
 
 
+def test_attention_lr_and_pooled_ap_are_honoured(small, tmp_path):
+    """--attention-lr 0 trains the comparator alone (attention stays at its seeded init); --pooled-ap adds
+    its term to the logged loss."""
+    from model.similarity import HAPVRSimilarity
+
+    config, cache, _ = small
+    cfg = TrainConfig(**{**config.__dict__, "steps": 3, "attention_lr": 0.0, "pooled_ap": 4.0})
+    torch.manual_seed(cfg.seed)
+    init = HAPVRSimilarity().state_dict()
+    net = train(cache, cfg, tmp_path / "s.pt", tmp_path / "l.jsonl", progress=False)
+    for name, value in net.state_dict().items():
+        moved = not torch.equal(value, init[name])
+        assert moved == name.startswith("comparator_module."), name
+    first = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= first["pooled_ap"] <= 1.0
+
+
 def test_augmentations_and_batches_are_deterministic(small):
     config, cache, _ = small
     frames = np.random.default_rng(0).integers(0, 255, (3, 120, 160, 3), dtype=np.uint8)
@@ -144,6 +161,8 @@ def test_pixel_video_in_video_pastes_the_inset_clip_and_nothing_else():
     area = np.unique(changed.sum(axis=(1, 2)))
     assert len(area) == 1 and 0.3 * 64 * 64 * 0.8 <= area[0] <= 0.7 * 64 * 64 * 1.2  # one box, 1 - lambda
     assert (out[changed] == 200).all()  # the box holds the inset's pixels (frame t uses inset frame t mod 3)
+    small_box = (pixel_video_in_video(host, inset, np.random.default_rng(1), area=(0.1, 0.12)) != host).any(-1)
+    assert 0.1 * 64 * 64 * 0.8 <= small_box[0].sum() <= 0.12 * 64 * 64 * 1.2  # a configurable inset area
 
 
 def test_pixel_viv_batches_link_each_host_to_the_video_inside_it(small):
