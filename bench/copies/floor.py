@@ -1,10 +1,14 @@
-"""Where a similarity's weakest positives fall among all negatives: the μAP diagnostic of docs/TRAINING.md.
+"""Score similarity checkpoints on the copy benchmark, and show where their weakest positives fall.
 
-`python -m bench.copies.floor [CHECKPOINT ...]` scores every copy-benchmark query against the whole
-database (exhaustively, from raw features, as `bench.copies.run --checkpoint` does) with the untrained
-Chamfer similarity and each checkpoint, then prints the negatives' quantiles, the lowest positives and
-how many negatives of any query outrank each of them. μAP pools all queries, so a positive that sits
-below thousands of other queries' negatives costs μAP even when its own query ranks it first.
+`python -m bench.copies.floor [CHECKPOINT ...] [--parts]` scores every copy-benchmark query against the
+whole database (exhaustively, from raw features, as `bench.copies.run --checkpoint` does) with the
+untrained Chamfer similarity and each checkpoint. Per similarity it prints mAP, μAP, R@1 and the
+family that lost most mAP against untrained Chamfer (the numbers of the "trained" column of
+`bench.copies.run`, without its peers and indexing timings), then the negatives' quantiles, the lowest
+positives and how many negatives of any query outrank each of them: μAP pools all queries, so a
+positive that sits below thousands of other queries' negatives costs μAP even when its own query ranks
+it first (docs/TRAINING.md). `--parts` also scores each checkpoint's two learned parts alone: its
+attention followed by plain Chamfer, and its comparator on unattended features.
 """
 from __future__ import annotations
 
@@ -15,37 +19,89 @@ import numpy as np
 import torch
 
 from bench.copies import split
+from bench.copies.families import FAMILIES
 from bench.copies.run import OUT, _ignored, build_queries
+from bench.metrics import summary
 from indexer.engine import Engine
 from indexer.settings import Settings
 from model.checkpoint import load_similarity
-from model.similarity import HAPVRSimilarity
+from model.similarity import HAPVRSimilarity, topk_chamfer
+
+Scores = dict[str, dict[str, float]]
 
 
-def pair_scores(net: HAPVRSimilarity, queries: list[dict], db: dict[str, torch.Tensor],
-                query_feats: dict[str, torch.Tensor]) -> tuple[list[tuple[float, str]], np.ndarray]:
-    """(positives as (score, family), lowest first; negative scores) over every query x database pair."""
+def score_all(net: HAPVRSimilarity, queries: list[dict], db: dict[str, torch.Tensor],
+              query_feats: dict[str, torch.Tensor]) -> Scores:
+    """query path -> database clip -> score, every pair except the query's ignored clips."""
     names = list(db)
     indexed = [net.index_video(db[n]) for n in names]
-    positives, negatives = [], []
+    out: Scores = {}
     with torch.no_grad():
         for q in queries:
             scores, _ = net.similarity(net.index_video(query_feats[q["path"]]), indexed)
             ignored = _ignored(q)
-            for name, score in zip(names, scores.tolist()):
-                if name in ignored:
-                    continue
-                if name in q["relevant"]:
-                    positives.append((score, q["family"]))
-                else:
-                    negatives.append(score)
-    return sorted(positives), np.array(negatives)
+            out[q["path"]] = {n: s for n, s in zip(names, scores.tolist()) if n not in ignored}
+    return out
+
+
+def floor_report(scores: Scores, queries: list[dict], lowest: int) -> list[str]:
+    """Negative quantiles and the weakest positives, each with the count of negatives at or above it."""
+    positives, negatives = [], []
+    for q in queries:
+        for name, score in scores[q["path"]].items():
+            (positives.append((score, q["family"])) if name in q["relevant"] else negatives.append(score))
+    positives.sort()
+    negs = np.array(negatives)
+    q50, q99, q999 = np.quantile(negs, [0.5, 0.99, 0.999])
+    lines = [f"  {len(positives)} positives, {len(negs)} negatives; negative quantiles 50% {q50:.3f}, "
+             f"99% {q99:.3f}, 99.9% {q999:.3f} (raw network scale)"]
+    lines += [f"  positive {s:+.3f} ({family}): {int((negs >= s).sum())} negatives at or above"
+              for s, family in positives[:lowest]]
+    return lines
+
+
+def headline(scores: Scores, base: Scores, queries: list[dict]) -> str:
+    """mAP / μAP / R@1 overall and the family whose mAP fell most against `base`."""
+    relevant = {q["path"]: set(q["relevant"]) for q in queries}
+    database = split.all_clips()
+    overall = summary(scores, relevant, database)
+    worst, worst_family = 1.0, ""
+    for family in FAMILIES + ["natural"]:
+        subset = [q["path"] for q in queries if q["family"] == family]
+        delta = (summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
+                 - summary({p: base[p] for p in subset}, relevant, database)["mAP"])
+        if delta < worst:
+            worst, worst_family = delta, family
+    return (f"mAP {overall['mAP']:.4f}, μAP {overall['uAP']:.4f}, R@1 {overall['R@1']:.3f}; "
+            f"worst family mAP vs untrained {worst:+.3f} ({worst_family})")
+
+
+class _AttentionThenChamfer(HAPVRSimilarity):
+    """A checkpoint's attention, then plain TopK-Chamfer instead of its comparator (a diagnostic)."""
+
+    def video_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return topk_chamfer(f2f, self.v2v_topk_rate, col_mask=target_mask)
+
+
+class _ComparatorOnly(HAPVRSimilarity):
+    """A checkpoint's comparator on unattended region features (a diagnostic)."""
+
+    def index_video(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return features if mask is None else features * mask.to(features.dtype)[..., None, None]
+
+
+def _as(cls: type[HAPVRSimilarity], net: HAPVRSimilarity) -> HAPVRSimilarity:
+    part = cls(f2f_topk_rate=net.f2f_topk_rate, v2v_topk_rate=net.v2v_topk_rate)
+    part.load_state_dict(net.state_dict())
+    return part.eval()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoints", nargs="*", help="similarity checkpoints to compare with untrained Chamfer")
     parser.add_argument("--lowest", type=int, default=10, help="how many of the weakest positives to show")
+    parser.add_argument("--parts", action="store_true", help="also score each checkpoint's attention and "
+                        "comparator alone")
     args = parser.parse_args()
     torch.set_num_threads(2)
     queries = build_queries()
@@ -55,16 +111,20 @@ def main() -> None:
         raw.index(shared / name)
     db = {Path(r.source).name: torch.from_numpy(np.array(raw.store.load_features(r.id))).float()
           for r in raw.store.list(limit=10**6)}
-    query_feats = {q["path"]: raw.embed(q["path"]).features for q in queries}
-    nets = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
-    nets |= {path: load_similarity(path)[0].eval() for path in args.checkpoints}
+    query_feats = {q["path"]: raw.embed(q["path"]).features.float() for q in queries}
+    nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
+    for path in args.checkpoints:
+        net = load_similarity(path)[0]
+        nets[path] = net
+        if args.parts:
+            nets[f"{path}: attention + Chamfer"] = _as(_AttentionThenChamfer, net)
+            nets[f"{path}: comparator, no attention"] = _as(_ComparatorOnly, net)
+    base: Scores | None = None
     for label, net in nets.items():
-        positives, negatives = pair_scores(net, queries, db, query_feats)
-        q50, q99, q999 = np.quantile(negatives, [0.5, 0.99, 0.999])
-        print(f"{label}: {len(positives)} positives, {len(negatives)} negatives; "
-              f"negative quantiles 50% {q50:.3f}, 99% {q99:.3f}, 99.9% {q999:.3f} (raw network scale)")
-        for score, family in positives[: args.lowest]:
-            print(f"  positive {score:+.3f} ({family}): {int((negatives >= score).sum())} negatives at or above")
+        scores = score_all(net, queries, db, query_feats)
+        base = base or scores
+        print(f"{label}: {headline(scores, base, queries)}", flush=True)
+        print("\n".join(floor_report(scores, queries, args.lowest)), flush=True)
 
 
 if __name__ == "__main__":
