@@ -6,7 +6,9 @@ when both indices move forward by at most `max_gap` samples (the target index
 may stay put, for slow motion or pauses), and the chain with the highest total
 similarity is a segment. Its frames are removed and the search repeats, so a
 query that copies several parts of a target reports several segments.
-Speed changes are handled because the chain need not follow one diagonal.
+Speed changes are handled because the chain need not follow one diagonal; a
+small cost per second of drift from real time keeps it on the diagonal when
+the content alone cannot tell.
 """
 from __future__ import annotations
 
@@ -35,18 +37,26 @@ def _step(ts: np.ndarray, duration: float) -> float:
 
 def find_segments(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, query_duration: float,
                   target_duration: float, max_segments: int = 5, max_gap: int = 4, per_row: int = 5,
-                  min_frames: int = 2, min_contrast: float = 0.1, threshold_fraction: float = 0.3) -> list[Segment]:
+                  min_frames: int = 2, min_contrast: float = 0.1, threshold_fraction: float = 0.3,
+                  drift_penalty: float = 0.05, background_cap: float = 0.5) -> list[Segment]:
     """S^F (Tq x Tt) plus the frames' timestamps (s) -> segments, best first.
 
     A segment is reported only if its frames average `min_contrast` above the
-    matrix's median: unrelated videos have no segment to show.
+    background, the matrix's median: unrelated videos have no segment to show.
+    The background is capped at `background_cap` (plain cosine S^F, which
+    unrelated frames stay well below), because when the query covers most of
+    a short or static target, the median is the match itself.
+    Each link of a chain costs `drift_penalty` per second by which the target
+    advanced more or less than the query: in static scenes many chains score
+    almost alike, and without it the best one could drift at up to `max_gap`
+    times real speed and overshoot the copied span.
     """
     sim = np.asarray(sim, dtype=np.float32)
     tq, tt = sim.shape
     if tq == 0 or tt == 0:
         return []
     peak = float(sim.max())
-    background = float(np.median(sim))
+    background = min(float(np.median(sim)), background_cap)
     threshold = background + threshold_fraction * (peak - background)
     if peak < background + min_contrast:
         return []
@@ -70,8 +80,12 @@ def find_segments(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, 
             for di in range(1, max_gap + 1):
                 for p in by_row.get(i - di, ()):
                     pj = cand[p][1]
-                    if 0 <= j - pj <= max_gap and best_score[p] + s > best_score[idx]:
-                        best_score[idx] = best_score[p] + s
+                    if not 0 <= j - pj <= max_gap:
+                        continue
+                    drift = abs(float(target_ts[j] - target_ts[pj]) - float(query_ts[i] - query_ts[i - di]))
+                    total = best_score[p] + s - drift_penalty * drift
+                    if total > best_score[idx]:
+                        best_score[idx] = total
                         parent[idx] = p
             by_row.setdefault(i, []).append(idx)
         end = int(best_score.argmax())
