@@ -72,11 +72,11 @@ class IndexOutcome:
 def bf16_matmul_is_faster() -> bool:
     """Whether bf16 region dot products beat float32 on this CPU, measured once per process (~0.1 s).
 
-    CPU flags are not a reliable guide: on the AMD EPYC VM of our benchmarks,
-    /proc/cpuinfo lists no avx512_bf16, yet oneDNN's bf16 GEMM took 106 ms
+    CPU flags are not a reliable guide: on one AMD EPYC VM of our benchmarks,
+    /proc/cpuinfo listed no avx512_bf16, yet oneDNN's bf16 GEMM took 106 ms
     against 281 ms in float32 for a 60-frame query's regions against 100
-    60-frame candidates. The probe has the query's side of that product and
-    4,096 target regions.
+    60-frame candidates (other VMs list the flag). The probe has the query's
+    side of that product and 4,096 target regions.
     """
     q32, t32 = torch.randn(540, 512), torch.randn(512, 4096)
     timings = {}

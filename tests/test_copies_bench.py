@@ -50,3 +50,16 @@ def test_split_is_disjoint_and_complete():
     assert train | test == set(split.all_clips())
     assert all(name in test for group in split.NATURAL_GROUPS.values() for name in group)
     assert all(name.startswith("intel__asl_") is False for name in test)
+
+
+def test_floor_report_counts_the_negatives_that_outrank_each_positive():
+    """The μAP diagnostic: a positive is charged every negative of any query scored at or above it."""
+    from bench.copies.floor import floor_report
+
+    queries = [{"path": "q1", "family": "pip", "relevant": ["a"]}, {"path": "q2", "family": "hard", "relevant": ["b"]}]
+    scores = {"q1": {"a": 0.30, "b": 0.10, "c": 0.50}, "q2": {"a": 0.20, "b": 0.60, "c": 0.30}}
+    lines = floor_report(scores, queries, lowest=2)
+    assert "2 positives, 4 negatives" in lines[0]
+    # q1's positive (0.30) is outranked by q1's c (0.50) and ties q2's c (0.30); q2's positive leads all
+    assert lines[1].strip() == "positive +0.300 (pip): 2 negatives at or above"
+    assert lines[2].strip() == "positive +0.600 (hard): 0 negatives at or above"

@@ -49,7 +49,10 @@ def floor_report(scores: Scores, queries: list[dict], lowest: int) -> list[str]:
     positives, negatives = [], []
     for q in queries:
         for name, score in scores[q["path"]].items():
-            (positives.append((score, q["family"])) if name in q["relevant"] else negatives.append(score))
+            if name in q["relevant"]:
+                positives.append((score, q["family"]))
+            else:
+                negatives.append(score)
     positives.sort()
     negs = np.array(negatives)
     q50, q99, q999 = np.quantile(negs, [0.5, 0.99, 0.999])
