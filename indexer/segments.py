@@ -78,11 +78,12 @@ def find_segments(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, 
         by_row: dict[int, list[int]] = {}
         for idx, (i, j, s) in enumerate(cand):
             for di in range(1, max_gap + 1):
+                query_advance = float(query_ts[i] - query_ts[i - di]) if i >= di else 0.0
                 for p in by_row.get(i - di, ()):
                     pj = cand[p][1]
                     if not 0 <= j - pj <= max_gap:
                         continue
-                    drift = abs(float(target_ts[j] - target_ts[pj]) - float(query_ts[i] - query_ts[i - di]))
+                    drift = abs(float(target_ts[j] - target_ts[pj]) - query_advance)
                     total = best_score[p] + s - drift_penalty * drift
                     if total > best_score[idx]:
                         best_score[idx] = total

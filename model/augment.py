@@ -116,13 +116,16 @@ def pixel_view(frames: np.ndarray, rng: np.random.Generator, strong: bool, size:
     return out
 
 
+#: share of the frame a video-in-video inset covers, 1 - lambda with lambda ~ U(0.3, 0.7) in the paper
+PAPER_VIV_AREA = (0.3, 0.7)
+
+
 def pixel_video_in_video(host: np.ndarray, inset: np.ndarray, rng: np.random.Generator,
-                         area: tuple[float, float] = (0.3, 0.7)) -> np.ndarray:
+                         area: tuple[float, float] = PAPER_VIV_AREA) -> np.ndarray:
     """The paper's ViV on pixels: every host frame (N x S x S x 3) gets the inset clip's frame at the same
-    index (looped) shrunk to an area of 1 - lambda at one random position. The paper draws
-    lambda ~ U(0.3, 0.7), i.e. an inset area in `area` = (0.3, 0.7) of the frame."""
+    index (looped) shrunk to an area of 1 - lambda, drawn uniformly within `area`, at one random position."""
     size = host.shape[1]
-    lam = rng.uniform(1.0 - area[1], 1.0 - area[0])  # the paper's default draws lambda ~ U(0.3, 0.7)
+    lam = rng.uniform(1.0 - area[1], 1.0 - area[0])
     side = max(8, int(round(size * np.sqrt(1 - lam))))
     top, left = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
     out = host.copy()

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.augment import gather, pixel_video_in_video, pixel_view, temporal_indices, video_in_video
+from model.augment import (PAPER_VIV_AREA, gather, pixel_video_in_video, pixel_view, temporal_indices,
+                           video_in_video)
 from model.checkpoint import save_similarity
 from model.losses import (HAPVRLoss, InnerQuadLinearAP, LossWeights, PooledQuadLinearAP, QuadLinearAP,
                           sigmoid_surrogate)
@@ -47,8 +48,8 @@ class TrainConfig:
     strong_views: int = 3  # cached strong pixel views per video
     viv_p: float = 0.6  # official 0.3; a cached ViV view is usable only when its inset video is in the batch
     viv_views: int = 2  # cached pixel ViV views per video (another video inset); 0: approximate ViV on features
-    viv_area_min: float = 0.3  # inset area as a share of the frame: 1 - lambda, lambda ~ U(0.3, 0.7) in the paper
-    viv_area_max: float = 0.7
+    viv_area_min: float = PAPER_VIV_AREA[0]  # share of the frame a ViV inset covers (model.augment)
+    viv_area_max: float = PAPER_VIV_AREA[1]
     temperature: float = 0.03
     nce: float = 1.0
     frame_ap: float = 6.0
@@ -72,6 +73,10 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 100
     extra: dict = field(default_factory=dict)
+
+    @property
+    def viv_area(self) -> tuple[float, float]:
+        return self.viv_area_min, self.viv_area_max
 
 
 # ----- cache
@@ -127,7 +132,7 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
         sources.append(path)
     if config.viv_views > 0 and len(out) > 1:
         for i, (target, path) in enumerate(zip(tqdm(out, desc="cache ViV views", unit="video"), sources)):
-            viv_file = viv_path(target, config.viv_views, viv_area(config))
+            viv_file = viv_path(target, config.viv_views, config.viv_area)
             if viv_file.exists():
                 continue
             rng = np.random.default_rng([config.seed, 2, int(target.name[:5])])
@@ -140,7 +145,7 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
                     log.warning("no ViV view for %s: %s", path, exc)
                     continue
                 pixels = pixel_video_in_video(pixel_view(host, rng, strong=True),
-                                              pixel_view(inset, rng, strong=True), rng, viv_area(config))
+                                              pixel_view(inset, rng, strong=True), rng, config.viv_area)
                 views["viv"].append(encoder.encode(pixels).half())
                 views["inset"].append(out[j].name)
                 if dino is not None:
@@ -149,13 +154,9 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
     return out
 
 
-def viv_area(config: TrainConfig) -> tuple[float, float]:
-    return config.viv_area_min, config.viv_area_max
-
-
-def viv_path(target: Path, views: int, area: tuple[float, float] = (0.3, 0.7)) -> Path:
+def viv_path(target: Path, views: int, area: tuple[float, float] = PAPER_VIV_AREA) -> Path:
     """Pixel ViV views of a cached video live beside it, one file per setting of --viv-views and inset area."""
-    tag = "" if tuple(area) == (0.3, 0.7) else f"-a{area[0]:g}-{area[1]:g}"
+    tag = "" if tuple(area) == PAPER_VIV_AREA else f"-a{area[0]:g}-{area[1]:g}"
     return target.with_name(f"{target.stem}.viv{views}{tag}.pt")
 
 
@@ -168,7 +169,7 @@ def _save(obj: dict, target: Path) -> None:
 class FeatureCache:
     """Every cached view in memory (fp16); `viv_views` > 0 also loads the pixel ViV views of that setting."""
 
-    def __init__(self, files: list[Path], viv_views: int = 0, viv_area: tuple[float, float] = (0.3, 0.7)):
+    def __init__(self, files: list[Path], viv_views: int = 0, viv_area: tuple[float, float] = PAPER_VIV_AREA):
         special = torch.load(files[0].parent / "_special.pt")
         self.black, self.noise = special["black"].float(), special["noise"].float()
         self.black_teacher = special.get("black_teacher")
@@ -337,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     start = time.perf_counter()
     stem = Path(args.out).stem  # several runs (an ablation) can share one work folder and its cache
-    net = train(FeatureCache(files, config.viv_views, viv_area(config)), config, work / f"state-{stem}.pt",
+    net = train(FeatureCache(files, config.viv_views, config.viv_area), config, work / f"state-{stem}.pt",
                 work / f"log-{stem}.jsonl",
                 resume=args.resume, progress=not args.quiet, device=device)
     save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,

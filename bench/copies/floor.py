@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from bench.copies import split
-from bench.copies.families import FAMILIES
-from bench.copies.run import OUT, _ignored, build_queries
+from bench.copies.run import OUT, _ignored, build_queries, worst_family
 from bench.metrics import summary
 from indexer.engine import Engine
 from indexer.settings import Settings
@@ -66,17 +65,10 @@ def floor_report(scores: Scores, queries: list[dict], lowest: int) -> list[str]:
 def headline(scores: Scores, base: Scores, queries: list[dict]) -> str:
     """mAP / μAP / R@1 overall and the family whose mAP fell most against `base`."""
     relevant = {q["path"]: set(q["relevant"]) for q in queries}
-    database = split.all_clips()
-    overall = summary(scores, relevant, database)
-    worst, worst_family = 1.0, ""
-    for family in FAMILIES + ["natural"]:
-        subset = [q["path"] for q in queries if q["family"] == family]
-        delta = (summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
-                 - summary({p: base[p] for p in subset}, relevant, database)["mAP"])
-        if delta < worst:
-            worst, worst_family = delta, family
+    overall = summary(scores, relevant, split.all_clips())
+    worst, family = worst_family(queries, scores, base)
     return (f"mAP {overall['mAP']:.4f}, μAP {overall['uAP']:.4f}, R@1 {overall['R@1']:.3f}; "
-            f"worst family mAP vs untrained {worst:+.3f} ({worst_family})")
+            f"worst family mAP vs untrained {worst:+.3f} ({family})")
 
 
 class _AttentionThenChamfer(HAPVRSimilarity):
@@ -122,10 +114,9 @@ def main() -> None:
         if args.parts:
             nets[f"{path}: attention + Chamfer"] = _as(_AttentionThenChamfer, net)
             nets[f"{path}: comparator, no attention"] = _as(_ComparatorOnly, net)
-    base: Scores | None = None
+    base = score_all(nets["untrained Chamfer"], queries, db, query_feats)
     for label, net in nets.items():
-        scores = score_all(net, queries, db, query_feats)
-        base = base or scores
+        scores = base if label == "untrained Chamfer" else score_all(net, queries, db, query_feats)
         print(f"{label}: {headline(scores, base, queries)}", flush=True)
         print("\n".join(floor_report(scores, queries, args.lowest)), flush=True)
 

@@ -161,23 +161,30 @@ def main() -> None:
     write_report(queries, main_table, timings, ious, index_s, peer_rows, args.no_write)
 
 
+def worst_family(queries: list[dict], scores: dict, base: dict) -> tuple[float, str]:
+    """(mAP change, family) of the family whose mAP fell most from `base` to `scores`."""
+    database = split.all_clips()
+    relevant = {q["path"]: set(q["relevant"]) for q in queries}
+    worst, worst_name = 1.0, ""
+    for family in FAMILIES + ["natural"]:
+        subset = [q["path"] for q in queries if q["family"] == family]
+        delta = (summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
+                 - summary({p: base[p] for p in subset}, relevant, database)["mAP"])
+        if delta < worst:
+            worst, worst_name = delta, family
+    return worst, worst_name
+
+
 def write_ablation(queries, systems, no_write) -> None:
     database = split.all_clips()
     relevant = {q["path"]: set(q["relevant"]) for q in queries}
-    families = FAMILIES + ["natural"]
     base = "untrained Chamfer"
     rows = []
     for name, scores in systems.items():
         overall = summary(scores, relevant, database)
-        worst, worst_family = 1.0, ""
-        for family in families:
-            subset = [q["path"] for q in queries if q["family"] == family]
-            delta = (summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
-                     - summary({p: systems[base][p] for p in subset}, relevant, database)["mAP"])
-            if delta < worst:
-                worst, worst_family = delta, family
+        worst, worst_family_name = worst_family(queries, scores, systems[base])
         rows.append([name, f"{overall['mAP']:.3f}", f"{overall['uAP']:.3f}", f"{overall['R@1']:.2f}",
-                     f"{worst:+.3f} ({worst_family})"])
+                     f"{worst:+.3f} ({worst_family_name})"])
     body = table(["similarity", "mAP", "μAP", "R@1", "worst family mAP vs untrained"], rows)
     body += ("\n\nEvery variant: the train split, seed 0, the default budget of `hapvr train` (batch 8 sources = 16 "
              "clips, W = 28, 200 steps, lr 2e-4 with 20 warm-up steps, pixel ViV); only the loss changes. Scored "
