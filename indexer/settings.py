@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.decode import Limits
-from model.encoder import DEFAULT_PCA, EncoderConfig
+from model.encoder import DEFAULT_SIZE, EncoderConfig, shipped_pca
 
 
 class Settings(BaseSettings):
@@ -28,9 +28,12 @@ class Settings(BaseSettings):
 
     # --- encoder
     backbone: str = Field("efficientnet-lite0", description="efficientnet-lite0 or resnet50")
-    pca_path: Path = Field(DEFAULT_PCA, description="PCA whitening file (.npz or ViSiL .pth)")
+    pca_path: Path | None = Field(None, description="PCA whitening file (.npz or ViSiL .pth); unset: the shipped "
+                                  "Lite0 PCA for the frame size")
     resnet50_weights: Path | None = Field(None, description="torchvision ResNet-50 state dict (resnet50 only)")
     resize_mode: str = Field("squash", description="squash (whole frame) or crop (paper: centre crop)")
+    frame_size: int | None = Field(None, ge=32, description="encoder input side in pixels; unset: 176 for Lite0, "
+                                   "224 (the paper's) for ResNet-50. The PCA file must be learnt at this size")
 
     # --- similarity network
     checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
@@ -64,8 +67,9 @@ class Settings(BaseSettings):
     max_pixels: int = 8192 * 8192
 
     def encoder_config(self) -> EncoderConfig:
-        return EncoderConfig(backbone=self.backbone, pca_path=self.pca_path, weights_path=self.resnet50_weights,
-                             resize_mode=self.resize_mode)
+        size = self.frame_size or DEFAULT_SIZE.get(self.backbone, 224)
+        return EncoderConfig(backbone=self.backbone, pca_path=self.pca_path or shipped_pca(size),
+                             weights_path=self.resnet50_weights, resize_mode=self.resize_mode, size=size)
 
     def limits(self) -> Limits:
         return Limits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s, max_pixels=self.max_pixels)

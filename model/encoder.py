@@ -27,7 +27,17 @@ from model.pca import PCAWhitening, file_digest
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_PCA = ASSETS / "pca_efficientnet_lite0.npz"
+#: input side per backbone when none is given. The paper runs at 224; Lite0 runs at 176 by default, which
+#: costs ~0.6x the encoder CPU of 224 with the same copy-benchmark accuracy (docs/MODEL.md, "Input size").
+DEFAULT_SIZE = {"efficientnet-lite0": 176, "resnet50": 224}
+
+
+def shipped_pca(size: int) -> Path:
+    """The PCA file we ship for Lite0 at this input side (learnt with `hapvr learn-pca`; may not exist)."""
+    return ASSETS / ("pca_efficientnet_lite0.npz" if size == 224 else f"pca_efficientnet_lite0_{size}.npz")
+
+
+DEFAULT_PCA = shipped_pca(DEFAULT_SIZE["efficientnet-lite0"])
 BACKBONES = ("efficientnet-lite0", "resnet50")
 
 
@@ -53,9 +63,13 @@ class EncoderConfig:
     backbone: str = "efficientnet-lite0"
     pca_path: Path = DEFAULT_PCA
     weights_path: Path | None = None  # resnet50 only: torchvision state dict
-    size: int = 224
+    size: int | None = None  # None: the backbone's DEFAULT_SIZE
     resize_mode: str = "squash"
     dims: int = 512
+
+    def __post_init__(self) -> None:
+        if self.size is None:
+            object.__setattr__(self, "size", DEFAULT_SIZE.get(self.backbone, 224))
 
 
 def build_imac_net(config: EncoderConfig) -> nn.Module:
@@ -86,12 +100,14 @@ def _state_digest(net: nn.Module) -> str:
 class OnnxImac:
     """Runs an exported frame network in onnxruntime; the export is cached by weights digest."""
 
-    def __init__(self, net: nn.Module, cache_dir: Path, threads: int | None = None):
+    def __init__(self, net: nn.Module, cache_dir: Path, size: int = 224, threads: int | None = None):
         import onnxruntime as ort
 
-        path = cache_dir / f"frames-{_state_digest(net)}.onnx"
+        # the graph's spatial size is fixed at export, so it is part of the cache key
+        suffix = "" if size == 224 else f"-{size}"
+        path = cache_dir / f"frames-{_state_digest(net)}{suffix}.onnx"
         if not path.exists():
-            self._export(net, path)
+            self._export(net, path, size)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, len(os.sched_getaffinity(0)))
         opts.inter_op_num_threads = 1
@@ -100,14 +116,14 @@ class OnnxImac:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     @staticmethod
-    def _export(net: nn.Module, path: Path) -> None:
+    def _export(net: nn.Module, path: Path, size: int) -> None:
         """Export to a temp name and rename, so concurrent workers never read half a file."""
         import warnings
 
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("exporting the frame encoder to ONNX at %s (once)", path)
         buf = io.BytesIO()
-        dummy = torch.zeros(2, 224, 224, 3, dtype=torch.uint8)
+        dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -160,7 +176,7 @@ class FrameEncoder:
         if net is None:
             return None
         if self.runtime == "onnx":
-            return OnnxImac(net, self._cache_dir)
+            return OnnxImac(net, self._cache_dir, self.config.size)
         net = net.to(self.device).eval()
         if self.device.type == "cuda":
             net = net.half().to(memory_format=torch.channels_last)

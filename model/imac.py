@@ -17,17 +17,29 @@ STAGE_KERNELS: dict[int, int] = {56: 28, 28: 14, 14: 6, 7: 3}
 GRID = 3
 
 
+def pool_window(side: int) -> tuple[int, int]:
+    """(kernel, stride) that max-pool a side x side map to a 3x3 grid of overlapping regions.
+
+    Map sides of a 224-pixel input use the official kernels; other sides (another
+    input size) use windows of about half the side, three per axis, that cover
+    the map exactly: stride side // 4 (at least 1), kernel side - 2 * stride. Unlike an
+    adaptive pool this exports to ONNX with fixed shapes.
+    """
+    if side in STAGE_KERNELS:
+        kernel = STAGE_KERNELS[side]
+        return kernel, math.ceil(kernel / 2)
+    if side < 3:
+        raise ValueError(f"a {side}x{side} feature map is too small for a 3x3 region grid; use a larger input")
+    stride = max(1, side // 4)
+    return side - 2 * stride, stride
+
+
 def regional_max_pool(feature_map: torch.Tensor) -> torch.Tensor:
-    """Max-pool an N x C x S x S map to N x C x 3 x 3 with the official kernels."""
-    side = int(feature_map.shape[-1])
-    kernel = STAGE_KERNELS.get(side)
-    if kernel is None:
-        # Sizes the official code never sees (non-224 input): fall back to an
-        # adaptive pool so the grid is still 3x3.
-        return F.adaptive_max_pool2d(feature_map, GRID)
-    pooled = F.max_pool2d(feature_map, kernel_size=kernel, stride=math.ceil(kernel / 2))
+    """Max-pool an N x C x S x S map to N x C x 3 x 3 (official kernels at 224-pixel input)."""
+    kernel, stride = pool_window(int(feature_map.shape[-1]))
+    pooled = F.max_pool2d(feature_map, kernel_size=kernel, stride=stride)
     if pooled.shape[-1] != GRID:
-        pooled = F.adaptive_max_pool2d(pooled, GRID)
+        raise AssertionError(f"pooled to {pooled.shape[-1]}x{pooled.shape[-1]}, not {GRID}x{GRID}")
     return pooled
 
 

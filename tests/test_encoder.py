@@ -73,14 +73,57 @@ def test_rejects_non_rgb_input(encoder):
         encoder.encode(np.zeros((2, 32, 32, 3), np.float32))
 
 
-def test_torch_and_onnx_runtimes_agree(frames, tmp_path):
-    from model.encoder import EncoderConfig, FrameEncoder
+@pytest.mark.parametrize("size", [176, 224])
+def test_torch_and_onnx_runtimes_agree(frames, tmp_path, size):
+    """The default side (176, our pooling windows) and the paper's (224, the official kernels)."""
+    from model.encoder import EncoderConfig, FrameEncoder, shipped_pca
 
-    torch_enc = FrameEncoder(EncoderConfig(), device="cpu", runtime="torch")
-    onnx_enc = FrameEncoder(EncoderConfig(), device="cpu", runtime="onnx", cache_dir=tmp_path)
+    config = EncoderConfig(size=size, pca_path=shipped_pca(size))
+    torch_enc = FrameEncoder(config, device="cpu", runtime="torch")
+    onnx_enc = FrameEncoder(config, device="cpu", runtime="onnx", cache_dir=tmp_path)
     a, b = torch_enc.encode(frames[0][:2]), onnx_enc.encode(frames[0][:2])
+    assert a.shape == (2, 9, 512)
     assert torch.allclose(a, b, atol=1e-3)
     assert torch_enc.version == onnx_enc.version
+    assert f"squash{size}" in onnx_enc.version
+
+
+def test_onnx_exports_of_two_sides_share_one_cache_without_clashing(frames, tmp_path):
+    """The ONNX graph's spatial size is fixed at export: each side has its own cached file."""
+    from model.encoder import EncoderConfig, FrameEncoder, shipped_pca
+
+    small = FrameEncoder(EncoderConfig(size=176, pca_path=shipped_pca(176)), runtime="onnx", cache_dir=tmp_path)
+    large = FrameEncoder(EncoderConfig(size=224, pca_path=shipped_pca(224)), runtime="onnx", cache_dir=tmp_path)
+    assert small.encode(frames[1][:1]).shape == large.encode(frames[1][:1]).shape == (1, 9, 512)
+    assert len(list(tmp_path.glob("frames-*.onnx"))) == 2
+
+
+def test_pool_windows_give_a_covering_3x3_grid():
+    import torch.nn.functional as F
+
+    from model.imac import STAGE_KERNELS, pool_window
+
+    for side, kernel in STAGE_KERNELS.items():  # the official kernels at 224
+        assert pool_window(side) == (kernel, -(-kernel // 2))
+    for side in (3, 5, 6, 10, 11, 22, 44, 48, 80):
+        kernel, stride = pool_window(side)
+        assert 2 * stride + kernel == side  # three windows, first and last touch the borders
+        assert F.max_pool2d(torch.zeros(1, 1, side, side), kernel, stride).shape[-1] == 3
+    with pytest.raises(ValueError, match="too small"):
+        pool_window(2)
+
+
+def test_default_side_per_backbone_and_its_shipped_pca(monkeypatch):
+    from indexer.settings import Settings
+    from model.encoder import DEFAULT_SIZE, EncoderConfig, shipped_pca
+
+    assert EncoderConfig().size == DEFAULT_SIZE["efficientnet-lite0"] == 176
+    assert EncoderConfig(backbone="resnet50").size == 224  # the paper's
+    assert Settings().encoder_config().pca_path == shipped_pca(176)
+    assert shipped_pca(176).is_file() and shipped_pca(224).is_file()
+    monkeypatch.setenv("HAPVR_FRAME_SIZE", "224")
+    config = Settings().encoder_config()
+    assert (config.size, config.pca_path) == (224, shipped_pca(224))
 
 
 def test_paper_resnet50_backbone_from_user_files(tmp_path, frames):

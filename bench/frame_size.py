@@ -1,0 +1,132 @@
+"""Encoder input size: CPU cost, indexing throughput and copy-benchmark accuracy, side by side.
+
+The default Lite0 input side (176, `model.encoder.DEFAULT_SIZE`) was chosen from this table: encoder
+CPU falls with the square of the side, so a smaller input is the lever for indexing throughput on a
+small CPU (issue #3), as long as the copy benchmark does not lose accuracy. For each side the PCA is the
+shipped one when we ship it, otherwise learnt here exactly as `hapvr learn-pca` does (same clips, same
+frames). Accuracy is the untrained Chamfer similarity on the copy benchmark (`bench.copies`), every query
+against the whole database; "worst family" is the family whose mAP changed most against 224.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.copies import split
+from bench.copies.floor import score_all
+from bench.copies.run import build_queries, worst_family
+from bench.engine_speed import decode_only, timed
+from bench.metrics import summary
+from bench.report import publish, table
+from bench.samples import SHARED, h264_set
+from indexer.decode import iter_frames, probe
+from indexer.engine import Engine
+from indexer.settings import Settings
+from model.encoder import DEFAULT_SIZE, shipped_pca
+from model.similarity import HAPVRSimilarity
+
+
+def pca_for(size: int, work: Path) -> Path:
+    """The shipped PCA at this side, or one learnt now by the same command that made the shipped ones."""
+    if shipped_pca(size).is_file():
+        return shipped_pca(size)
+    out = work / f"pca{size}.npz"
+    env = dict(os.environ, HAPVR_FRAME_SIZE=str(size))
+    subprocess.run([sys.executable, "-m", "indexer.cli", "learn-pca", str(SHARED), "--out", str(out), "--quiet"],
+                   env=env, check=True)
+    return out
+
+
+def encoder_cpu_ms(engine: Engine, frames: np.ndarray) -> float:
+    """Process CPU time per frame of the encoder (both cores), batches of the engine's size."""
+    batch = engine.settings.encode_batch
+    engine.encoder.encode(frames[:batch])  # warm-up (and the one-off ONNX export)
+    best = float("inf")
+    for _ in range(3):
+        t0 = os.times()
+        for i in range(0, len(frames), batch):
+            engine.encoder.encode(frames[i : i + batch])
+        t1 = os.times()
+        best = min(best, (t1.user - t0.user) + (t1.system - t0.system))
+    return best * 1000 / len(frames)
+
+
+def indexing_ratio(engine: Engine, work: Path) -> tuple[float, float]:
+    """(indexing video-s per wall-s, indexing / decode-only) on the 360p H.264 set, best of 2 interleaved."""
+    files = h264_set(360)
+    seconds = sum(probe(f).duration for f in files)
+    decode_s = index_s = float("inf")
+    for attempt in range(2):
+        decode_s = min(decode_s, timed(lambda: decode_only(engine, files)))
+        fresh = Engine(engine.settings.model_copy(update={"data": work / f"idx-{attempt}"}))
+        fresh.encoder, fresh.network = engine.encoder, engine.network
+        index_s = min(index_s, timed(lambda: list(fresh.index_many(files))))
+    return seconds / index_s, decode_s / index_s
+
+
+def accuracy(engine: Engine, queries: list[dict]) -> dict[str, dict[str, float]]:
+    for name in split.all_clips():
+        engine.index(SHARED / name)
+    db = {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
+          for r in engine.store.list(limit=10**6)}
+    query_feats = {q["path"]: engine.embed(q["path"]).features.float() for q in queries}
+    return score_all(HAPVRSimilarity(learned=False), queries, db, query_feats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 176, 160])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    queries = build_queries()
+    relevant = {q["path"]: set(q["relevant"]) for q in queries}
+    work = Path(tempfile.mkdtemp(prefix="hapvr-size-"))
+    results = {}
+    try:
+        for size in args.sizes:
+            t0 = time.perf_counter()
+            settings = Settings(data=work / f"db{size}", frame_size=size, pca_path=pca_for(size, work),
+                                use_checkpoint=False)
+            engine = Engine(settings)
+            frames = np.concatenate([b.frames for b in iter_frames(SHARED / "intel__bottle-detection.mp4", fps=4.0,
+                                                                   size_for=engine.encoder.decode_size)])[:128]
+            cpu_ms = encoder_cpu_ms(engine, frames)
+            index_vs, ratio = indexing_ratio(engine, work / f"speed{size}")
+            scores = accuracy(engine, queries)
+            results[size] = (cpu_ms, index_vs, ratio, scores)
+            print(f"size {size}: {cpu_ms:.1f} ms/frame, indexing {index_vs:.0f} video-s/s ({ratio:.2f} of decode), "
+                  f"{summary(scores, relevant, split.all_clips())} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = results.get(224, next(iter(results.values())))
+    rows = []
+    for size, (cpu_ms, index_vs, ratio, scores) in results.items():
+        overall = summary(scores, relevant, split.all_clips())
+        pip = [q["path"] for q in queries if q["family"] == "pip"]
+        pip_map = summary({p: scores[p] for p in pip}, relevant, split.all_clips())["mAP"]
+        delta, family = worst_family(queries, scores, base[3])
+        label = f"{size}" + (" (default)" if size == DEFAULT_SIZE["efficientnet-lite0"] else "")
+        rows.append([label, round(cpu_ms, 1), round(cpu_ms / base[0], 2), round(index_vs, 1), round(ratio, 2),
+                     round(overall["mAP"], 4), round(overall["uAP"], 4), round(overall["R@1"], 3), round(pip_map, 3),
+                     "-" if size == 224 else f"{delta:+.3f} ({family})"])
+    body = table(["input side", "encoder CPU ms/frame", "vs 224", "360p indexing video-s/s", "indexing / decode",
+                  "mAP", "μAP", "R@1", "pip mAP", "worst family vs 224"], rows)
+    body += ("\n\nEfficientNet-Lite0, onnxruntime on both cores, batches of 32 real frames; indexing on the 360p "
+             "H.264 set of `bench.engine_speed` (6 files, 79 s), best of 2 interleaved with decode-only. "
+             "Accuracy: untrained Chamfer similarity, 145 copy-benchmark queries against 57 clips. Every column "
+             "comes from one run; this VM's speed drifts by 10-20% between runs, the CPU-ms ratios much less.")
+    publish("frame_size", "Encoder input size", "python -m bench.frame_size", body, print_only=args.no_write)
+
+
+if __name__ == "__main__":
+    main()
