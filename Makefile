@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.encoder_speed
 	$(BIN)/python -m bench.decode_strategies
 	$(BIN)/python -m bench.engine_speed
-	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps)=model/assets/hapvr_sim_cpu.pt"
+	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps, --pooled-ap 16)=model/assets/hapvr_sim_cpu.pt"
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 

@@ -8,7 +8,9 @@ family that lost most mAP against untrained Chamfer (the numbers of the "trained
 positives and how many negatives of any query outrank each of them: μAP pools all queries, so a
 positive that sits below thousands of other queries' negatives costs μAP even when its own query ranks
 it first (docs/TRAINING.md). `--parts` also scores each checkpoint's two learned parts alone: its
-attention followed by plain Chamfer, and its comparator on unattended features.
+attention followed by plain Chamfer, and its comparator on unattended features. `--ablation NAME=PATH`
+(repeatable) also writes the "Training ablation" section of docs/BENCHMARKS.md from those checkpoints,
+the same table `bench.copies.run --ablation` writes, without re-running the search pipeline per query.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.copies import split
-from bench.copies.run import OUT, _ignored, build_queries, worst_family
+from bench.copies.run import OUT, _ignored, build_queries, worst_family, write_ablation
 from bench.metrics import summary
 from indexer.engine import Engine
 from indexer.settings import Settings
@@ -97,6 +99,8 @@ def main() -> None:
     parser.add_argument("--lowest", type=int, default=10, help="how many of the weakest positives to show")
     parser.add_argument("--parts", action="store_true", help="also score each checkpoint's attention and "
                         "comparator alone")
+    parser.add_argument("--ablation", action="append", default=[], metavar="NAME=PATH",
+                        help="a checkpoint of the training ablation (repeatable); writes its BENCHMARKS section")
     args = parser.parse_args()
     torch.set_num_threads(2)
     queries = build_queries()
@@ -114,11 +118,17 @@ def main() -> None:
         if args.parts:
             nets[f"{path}: attention + Chamfer"] = _as(_AttentionThenChamfer, net)
             nets[f"{path}: comparator, no attention"] = _as(_ComparatorOnly, net)
+    ablation = dict(item.split("=", 1) for item in args.ablation)
+    for name, path in ablation.items():
+        nets[name] = load_similarity(path)[0]
     base = score_all(nets["untrained Chamfer"], queries, db, query_feats)
+    scored: dict[str, Scores] = {}
     for label, net in nets.items():
-        scores = base if label == "untrained Chamfer" else score_all(net, queries, db, query_feats)
+        scores = scored[label] = base if label == "untrained Chamfer" else score_all(net, queries, db, query_feats)
         print(f"{label}: {headline(scores, base, queries)}", flush=True)
         print("\n".join(floor_report(scores, queries, args.lowest)), flush=True)
+    if ablation:
+        write_ablation(queries, {name: scored[name] for name in ["untrained Chamfer", *ablation]}, no_write=False)
 
 
 if __name__ == "__main__":
