@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets"
 #: input side per backbone when none is given. The paper runs at 224; Lite0 runs at 176 by default, which
-#: costs ~0.6x the encoder CPU of 224 with the same copy-benchmark accuracy (docs/MODEL.md, "Input size").
+#: costs about two thirds of the encoder CPU of 224 with the same copy-benchmark accuracy (docs/MODEL.md, "Input size").
 DEFAULT_SIZE = {"efficientnet-lite0": 176, "resnet50": 224}
 
 
