@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bench.copies import split
-from bench.copies.floor import score_all
+from bench.copies.floor import load_features, score_all
 from bench.copies.run import build_queries, worst_family
 from bench.engine_speed import decode_only, timed
 from bench.metrics import summary
@@ -69,12 +69,7 @@ def indexing_ratio(engine: Engine, work: Path) -> tuple[float, float]:
 
 
 def accuracy(engine: Engine, queries: list[dict]) -> dict[str, dict[str, float]]:
-    for name in split.all_clips():
-        engine.index(SHARED / name)
-    db = {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
-          for r in engine.store.list(limit=10**6)}
-    query_feats = {q["path"]: engine.embed(q["path"]).features.float() for q in queries}
-    return score_all(HAPVRSimilarity(learned=False), queries, db, query_feats)
+    return score_all(HAPVRSimilarity(learned=False), queries, *load_features(engine, queries))
 
 
 def main() -> None:
@@ -89,7 +84,7 @@ def main() -> None:
     engines: dict[int, Engine] = {}
     frames: dict[int, np.ndarray] = {}
     cpu_ms: dict[int, float] = {}
-    speed: dict[int, list[tuple[float, float]]] = {}
+    rounds: dict[int, list[tuple[float, float]]] = {}
     results = {}
     try:
         for size in args.sizes:
@@ -101,9 +96,9 @@ def main() -> None:
         for round_ in range(3):
             for size, engine in engines.items():
                 cpu_ms[size] = min(cpu_ms.get(size, float("inf")), encoder_cpu_ms(engine, frames[size]))
-                speed.setdefault(size, []).append(indexing_ratio(engine, work / f"speed{size}-{round_}"))
+                rounds.setdefault(size, []).append(indexing_ratio(engine, work / f"speed{size}-{round_}"))
+        speed = {size: sorted(r, key=lambda x: x[1])[len(r) // 2] for size, r in rounds.items()}  # median round
         for size, engine in engines.items():
-            speed[size] = sorted(speed[size], key=lambda r: r[1])[len(speed[size]) // 2]  # the median round
             t0 = time.perf_counter()
             scores = accuracy(engine, queries)
             results[size] = (cpu_ms[size], *speed[size], scores)

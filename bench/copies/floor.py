@@ -31,6 +31,15 @@ from model.similarity import HAPVRSimilarity, topk_chamfer
 Scores = dict[str, dict[str, float]]
 
 
+def load_features(engine: Engine, queries: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(database clip -> features, query path -> features) from `engine`, indexing every database clip first."""
+    for name in split.all_clips():
+        engine.index(split.SHARED / "permissive" / name)
+    db = {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
+          for r in engine.store.list(limit=10**6)}
+    return db, {q["path"]: engine.embed(q["path"]).features.float() for q in queries}
+
+
 def score_all(net: HAPVRSimilarity, queries: list[dict], db: dict[str, torch.Tensor],
               query_feats: dict[str, torch.Tensor]) -> Scores:
     """query path -> database clip -> score, every pair except the query's ignored clips."""
@@ -104,13 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     queries = build_queries()
-    raw = Engine(Settings(data=OUT / "db-raw", use_checkpoint=False))
-    shared = split.SHARED / "permissive"
-    for name in split.all_clips():
-        raw.index(shared / name)
-    db = {Path(r.source).name: torch.from_numpy(np.array(raw.store.load_features(r.id))).float()
-          for r in raw.store.list(limit=10**6)}
-    query_feats = {q["path"]: raw.embed(q["path"]).features.float() for q in queries}
+    db, query_feats = load_features(Engine(Settings(data=OUT / "db-raw", use_checkpoint=False)), queries)
     nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
     for path in args.checkpoints:
         net = load_similarity(path)[0]
