@@ -1,4 +1,4 @@
-"""Frame-encoder throughput at the default input side and at 224: torch eager vs onnxruntime, batch 1 and 32.
+"""Frame-encoder throughput at the default input side and at 224: torch eager vs onnxruntime fp32 and int8.
 
 The target (issue #2) is >= 150 frames/s for the default encoder with batches
 of 32 on a 2-core CPU. Frames are real (decoded from ../shared/videos) so the
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench.report import publish, table
-from model.encoder import DEFAULT_SIZE, EncoderConfig, FrameEncoder, shipped_pca
+from model.encoder import DEFAULT_SIZE, EncoderConfig, FrameEncoder, shipped_int8_ranges, shipped_pca
 
 
 def real_frames(n: int, size: int = 224) -> np.ndarray:
@@ -61,6 +61,13 @@ def main() -> None:
                 fps = measure(enc, n, batch, repeats=1)
                 rows.append([f"efficientnet-lite0 {size}x{size} ({runtime}, cpu)", batch, round(fps, 1),
                              round(1000 / fps, 2)])
+        if shipped_int8_ranges(size).is_file():
+            enc = FrameEncoder(EncoderConfig(size=size, pca_path=shipped_pca(size), precision="int8"), device="cpu",
+                               runtime="onnx")
+            for batch in (1, 32):
+                fps = measure(enc, frames, batch, repeats=1)
+                rows.append([f"efficientnet-lite0 {size}x{size} (onnx int8, cpu)", batch, round(fps, 1),
+                             round(1000 / fps, 2)])
         if torch.cuda.is_available():
             enc = FrameEncoder(config, device="cuda", runtime="torch")
             for batch in (32, 256):
@@ -70,7 +77,8 @@ def main() -> None:
     body = table(["encoder (runtime, device)", "batch", "frames/s", "ms/frame"], rows)
     body += (f"\n\nThe default input side is {default} (`bench.frame_size`); 224 is the paper's. "
              "Frames/s covers everything after decoding: backbone, iMAC pooling, PCA whitening. "
-             "The default on CPU is onnxruntime (exported once from the same weights and cached); "
+             "The default on CPU is onnxruntime (exported once from the same weights and cached), int8 where "
+             "int8 ranges ship (`model.quantize`); "
              "torch eager is shown for the ratio: its depthwise convolutions are slow at batch > 1 on CPU.")
     publish("encoder", "Frame encoder throughput", "python -m bench.encoder_speed", body, print_only=args.no_write)
 

@@ -1,4 +1,4 @@
-"""Encoder input size: CPU cost, indexing throughput and copy-benchmark accuracy, side by side.
+"""Encoder input size and precision (fp32, int8): CPU cost, indexing throughput and copy-benchmark accuracy.
 
 The default Lite0 input side (176, `model.encoder.DEFAULT_SIZE`) was chosen from this table: encoder
 CPU falls with the square of the side, so a smaller input is the lever for indexing throughput on a
@@ -74,59 +74,66 @@ def accuracy(engine: Engine, queries: list[dict]) -> dict[str, dict[str, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 176, 160])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 176, 160], help="fp32 encoders")
+    parser.add_argument("--int8", type=int, nargs="*", default=[176], help="int8 encoders (sides with int8 ranges)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
     queries = build_queries()
     relevant = {q["path"]: set(q["relevant"]) for q in queries}
     work = Path(tempfile.mkdtemp(prefix="hapvr-size-"))
-    engines: dict[int, Engine] = {}
-    frames: dict[int, np.ndarray] = {}
-    cpu_ms: dict[int, float] = {}
-    rounds: dict[int, list[tuple[float, float]]] = {}
+    variants = [(size, "fp32") for size in args.sizes] + [(size, "int8") for size in args.int8]
+    engines: dict[tuple[int, str], Engine] = {}
+    frames: dict[tuple[int, str], np.ndarray] = {}
+    cpu_ms: dict[tuple[int, str], float] = {}
+    rounds: dict[tuple[int, str], list[tuple[float, float]]] = {}
     results = {}
     try:
-        for size in args.sizes:
-            engines[size] = Engine(Settings(data=work / f"db{size}", frame_size=size, pca_path=pca_for(size, work),
-                                            use_checkpoint=False))
-            frames[size] = np.concatenate([b.frames for b in iter_frames(
-                SHARED / "intel__bottle-detection.mp4", fps=4.0, size_for=engines[size].encoder.decode_size)])[:128]
-        # speed first, the sides interleaved round by round: this VM's speed drifts within minutes
+        for key in variants:
+            size, precision = key
+            engines[key] = Engine(Settings(data=work / f"db{size}{precision}", frame_size=size,
+                                           pca_path=pca_for(size, work), encoder_precision=precision,
+                                           use_checkpoint=False))
+            frames[key] = np.concatenate([b.frames for b in iter_frames(
+                SHARED / "intel__bottle-detection.mp4", fps=4.0, size_for=engines[key].encoder.decode_size)])[:128]
+        # speed first, the variants interleaved round by round: this VM's speed drifts within minutes
         for round_ in range(3):
-            for size, engine in engines.items():
-                cpu_ms[size] = min(cpu_ms.get(size, float("inf")), encoder_cpu_ms(engine, frames[size]))
-                rounds.setdefault(size, []).append(indexing_ratio(engine, work / f"speed{size}-{round_}"))
-        speed = {size: sorted(r, key=lambda x: x[1])[len(r) // 2] for size, r in rounds.items()}  # median round
-        for size, engine in engines.items():
+            for key, engine in engines.items():
+                cpu_ms[key] = min(cpu_ms.get(key, float("inf")), encoder_cpu_ms(engine, frames[key]))
+                rounds.setdefault(key, []).append(indexing_ratio(engine, work / f"speed{key[0]}{key[1]}-{round_}"))
+        speed = {key: sorted(r, key=lambda x: x[1])[len(r) // 2] for key, r in rounds.items()}  # median round
+        for key, engine in engines.items():
             t0 = time.perf_counter()
             scores = accuracy(engine, queries)
-            results[size] = (cpu_ms[size], *speed[size], scores)
-            print(f"size {size}: {cpu_ms[size]:.1f} ms/frame, indexing {speed[size][0]:.0f} video-s/s "
-                  f"({speed[size][1]:.2f} of decode), {summary(scores, relevant, split.all_clips())} "
+            results[key] = (cpu_ms[key], *speed[key], scores)
+            print(f"{key}: {cpu_ms[key]:.1f} ms/frame, indexing {speed[key][0]:.0f} video-s/s "
+                  f"({speed[key][1]:.2f} of decode), {summary(scores, relevant, split.all_clips())} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    base = results.get(224, next(iter(results.values())))
+    base_key = (224, "fp32")
+    base = results.get(base_key, next(iter(results.values())))
+    default = (DEFAULT_SIZE["efficientnet-lite0"], Settings(frame_size=None).precision(DEFAULT_SIZE["efficientnet-lite0"]))
     rows = []
-    for size, (cpu_ms, index_vs, ratio, scores) in results.items():
+    for (size, precision), (cpu_ms, index_vs, ratio, scores) in results.items():
         overall = summary(scores, relevant, split.all_clips())
         pip = [q["path"] for q in queries if q["family"] == "pip"]
         pip_map = summary({p: scores[p] for p in pip}, relevant, split.all_clips())["mAP"]
         delta, family = worst_family(queries, scores, base[3])
-        label = f"{size}" + (" (default)" if size == DEFAULT_SIZE["efficientnet-lite0"] else "")
+        label = f"{size} {precision}" + (" (default on CPU)" if (size, precision) == default else "")
         rows.append([label, round(cpu_ms, 1), round(cpu_ms / base[0], 2), round(index_vs, 1), round(ratio, 2),
                      round(overall["mAP"], 4), round(overall["uAP"], 4), round(overall["R@1"], 3), round(pip_map, 3),
-                     "-" if size == 224 else f"{delta:+.3f} ({family})"])
-    body = table(["input side", "encoder CPU ms/frame", "vs 224", "360p indexing video-s/s", "indexing / decode",
-                  "mAP", "μAP", "R@1", "pip mAP", "worst family vs 224"], rows)
+                     "-" if (size, precision) == base_key else f"{delta:+.3f} ({family})"])
+    body = table(["encoder", "encoder CPU ms/frame", "vs 224 fp32", "360p indexing video-s/s", "indexing / decode",
+                  "mAP", "μAP", "R@1", "pip mAP", "worst family vs 224 fp32"], rows)
     body += ("\n\nEfficientNet-Lite0, onnxruntime on both cores, batches of 32 real frames; indexing on the 360p "
              "H.264 set of `bench.engine_speed` (6 files, 79 s), each indexing run right after a decode-only run of the "
-             "same files. Three rounds, the sides interleaved within each; encoder CPU is the lowest of the three, "
+             "same files. Three rounds, the variants interleaved within each; encoder CPU is the lowest of the three, "
              "indexing the round with the median ratio. Accuracy: untrained Chamfer similarity, 145 copy-benchmark "
              "queries against 57 clips. This VM's speed drifts by 10-20% within minutes, so single timings are "
              "noisy; the encoder's CPU per frame is the steadier measure.")
-    publish("frame_size", "Encoder input size", "python -m bench.frame_size", body, print_only=args.no_write)
+    publish("frame_size", "Encoder input size and precision", "python -m bench.frame_size", body,
+            print_only=args.no_write)
 
 
 if __name__ == "__main__":

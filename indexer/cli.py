@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -166,6 +167,42 @@ def cmd_learn_pca(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_int8(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from indexer.decode import iter_frames
+    from indexer.settings import Settings
+    from model import preprocess
+    from model.encoder import FrameEncoder
+    from model.quantize import calibrate
+
+    settings = Settings()
+    config = settings.encoder_config()
+    if config.precision != "fp32":  # ranges are measured on the fp32 graph
+        config = dataclasses.replace(config, precision="fp32", int8_ranges=None)
+    encoder = FrameEncoder(config, device="cpu", runtime="onnx", cache_dir=settings.cache_dir)
+    files = list(expand_paths(args.paths))
+    batch = args.batch
+
+    def batches():
+        pending = np.zeros((0, config.size, config.size, 3), np.uint8)
+        for path in tqdm(files, unit="video", disable=args.quiet):
+            try:
+                for got in iter_frames(path, fps=args.fps, size_for=encoder.decode_size, min_frames=16):
+                    pending = np.concatenate([pending, preprocess.fit_frames(got.frames, config.size,
+                                                                             config.resize_mode)])
+                    while len(pending) >= batch:  # the calibrator stacks batches: all the same size
+                        yield pending[:batch]
+                        pending = pending[batch:]
+            except InputError as exc:
+                print(f"skipped [{exc.code}] {exc.message}", file=sys.stderr)
+
+    calibrate(encoder.fp32_onnx_path, batches(), Path(args.out))
+    print(f"measured int8 activation ranges on {len(files)} videos: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hapvr", description="Near-duplicate video retrieval with HAP-VR.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -222,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=int, default=512)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_learn_pca)
+
+    p = sub.add_parser("calibrate-int8", help="measure the activation ranges of the int8 encoder on videos")
+    p.add_argument("paths", nargs="+", help="video files or folders (real footage like what you will index)")
+    p.add_argument("--out", required=True, help="ranges file to write (JSON); use it with HAPVR_INT8_RANGES")
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument("--batch", type=int, default=16, help="frames per calibration batch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate_int8)
     return parser
 
 

@@ -27,7 +27,7 @@ from indexer.segments import find_segments
 from indexer.settings import Settings, get_settings
 from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
-from model.encoder import FrameEncoder, encoder_version
+from model.encoder import FrameEncoder, encoder_version, feature_space
 from model.pca import file_digest
 from model.similarity import HAPVRSimilarity
 
@@ -143,7 +143,7 @@ class Engine:
         else:
             net, meta = load_similarity(self.checkpoint_path)
             expected = (meta or {}).get("encoder_version")
-            if expected and expected != encoder_version(s.encoder_config()):
+            if expected and feature_space(expected) != feature_space(encoder_version(s.encoder_config())):
                 raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
                                  f"{expected} features, the encoder is {encoder_version(s.encoder_config())}")
         net.compute_dtype = self._rerank_dtype()

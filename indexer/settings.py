@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.decode import Limits
-from model.encoder import DEFAULT_SIZE, EncoderConfig, shipped_pca
+from model.encoder import DEFAULT_SIZE, EncoderConfig, shipped_int8_ranges, shipped_pca
 
 
 class Settings(BaseSettings):
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     resize_mode: str = Field("squash", description="squash (whole frame) or crop (paper: centre crop)")
     frame_size: int | None = Field(None, ge=32, description="encoder input side in pixels; unset: 176 for Lite0, "
                                    "224 (the paper's) for ResNet-50. The PCA file must be learnt at this size")
+    encoder_precision: str = Field("auto", description="auto (int8 on a CPU with int8 dot products (VNNI) where "
+                                   "int8 ranges exist for the encoder, else fp32), fp32, or int8: the quantized encoder (onnxruntime on CPU only, about "
+                                   "half the CPU per frame). A store keeps the precision it was indexed with")
+    int8_ranges: Path | None = Field(None, description="int8 activation ranges (`hapvr calibrate-int8`); unset: the "
+                                     "shipped Lite0 ranges for the frame size")
 
     # --- similarity network
     checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
@@ -69,7 +74,19 @@ class Settings(BaseSettings):
     def encoder_config(self) -> EncoderConfig:
         size = self.frame_size or DEFAULT_SIZE.get(self.backbone, 224)
         return EncoderConfig(backbone=self.backbone, pca_path=self.pca_path or shipped_pca(size),
-                             weights_path=self.resnet50_weights, resize_mode=self.resize_mode, size=size)
+                             weights_path=self.resnet50_weights, resize_mode=self.resize_mode, size=size,
+                             precision=self.precision(size), int8_ranges=self.int8_ranges)
+
+    def precision(self, size: int) -> str:
+        """`encoder_precision` with auto resolved: int8 where it runs well (a CPU with int8 dot products) and has
+        ranges, else fp32."""
+        if self.encoder_precision != "auto":
+            return self.encoder_precision
+        from model.quantize import cpu_has_int8_dot
+
+        ranges = self.int8_ranges or (shipped_int8_ranges(size) if self.backbone == "efficientnet-lite0" else None)
+        usable = ranges is not None and ranges.is_file()
+        return "int8" if usable and self.torch_device() == "cpu" and cpu_has_int8_dot() else "fp32"
 
     def limits(self) -> Limits:
         return Limits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s, max_pixels=self.max_pixels)

@@ -133,7 +133,8 @@ class Store:
             raise InputError(
                 "incompatible_store",
                 f"{self.root} holds features of model {row[0]}, this engine computes {self.model_version}; "
-                "use another --data directory or re-index",
+                "set the settings it was indexed with (HAPVR_FRAME_SIZE, HAPVR_ENCODER_PRECISION, HAPVR_PCA_PATH, "
+                "HAPVR_CHECKPOINT), use another --data directory, or re-index",
             )
 
     def _rows(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:

@@ -37,8 +37,14 @@ def shipped_pca(size: int) -> Path:
     return ASSETS / ("pca_efficientnet_lite0.npz" if size == 224 else f"pca_efficientnet_lite0_{size}.npz")
 
 
+def shipped_int8_ranges(size: int) -> Path:
+    """The int8 activation ranges we ship for Lite0 at this input side (`hapvr calibrate-int8`; may not exist)."""
+    return ASSETS / f"int8_ranges_efficientnet_lite0_{size}.json"
+
+
 DEFAULT_PCA = shipped_pca(DEFAULT_SIZE["efficientnet-lite0"])
 BACKBONES = ("efficientnet-lite0", "resnet50")
+PRECISIONS = ("fp32", "int8")
 
 
 class ImacNet(nn.Module):
@@ -66,10 +72,16 @@ class EncoderConfig:
     size: int | None = None  # None: the backbone's DEFAULT_SIZE
     resize_mode: str = "squash"
     dims: int = 512
+    precision: str = "fp32"  # int8: the quantized graph (`model.quantize`), onnxruntime on CPU only
+    int8_ranges: Path | None = None  # int8 only; None: the shipped ranges for the side
 
     def __post_init__(self) -> None:
         if self.size is None:
             object.__setattr__(self, "size", DEFAULT_SIZE.get(self.backbone, 224))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown encoder precision {self.precision!r}; use one of {PRECISIONS}")
+        if self.precision == "int8" and self.int8_ranges is None:
+            object.__setattr__(self, "int8_ranges", shipped_int8_ranges(self.size))
 
 
 def build_imac_net(config: EncoderConfig) -> nn.Module:
@@ -100,7 +112,8 @@ def _state_digest(net: nn.Module) -> str:
 class OnnxImac:
     """Runs an exported frame network in onnxruntime; the export is cached by weights digest."""
 
-    def __init__(self, net: nn.Module, cache_dir: Path, size: int = 224, threads: int | None = None):
+    def __init__(self, net: nn.Module, cache_dir: Path, size: int = 224, threads: int | None = None,
+                 int8_ranges: Path | None = None):
         import onnxruntime as ort
 
         # the graph's spatial size is fixed at export, so it is part of the cache key
@@ -108,6 +121,13 @@ class OnnxImac:
         path = cache_dir / f"frames-{_state_digest(net)}{suffix}.onnx"
         if not path.exists():
             self._export(net, path, size)
+        self.fp32_path = path
+        if int8_ranges is not None:
+            from model.quantize import quantized_model
+
+            path = quantized_model(path, int8_ranges, path.with_name(
+                f"{path.stem}-int8-{file_digest(int8_ranges)[:12]}.onnx"))
+        self.path = path
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, len(os.sched_getaffinity(0)))
         opts.inter_op_num_threads = 1
@@ -162,21 +182,30 @@ class FrameEncoder:
             runtime = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
         if runtime not in ("onnx", "torch"):
             raise ValueError(f"unknown runtime {runtime!r}; use auto, onnx or torch")
+        if config.precision == "int8":
+            if runtime != "onnx":
+                raise ValueError("the int8 encoder runs in onnxruntime on CPU only; set HAPVR_ENCODER_PRECISION=fp32 "
+                                 "for the GPU (its features differ, so a store keeps one precision)")
+            if not Path(config.int8_ranges).is_file():
+                raise ValueError(f"int8 ranges file {config.int8_ranges} not found; measure one with "
+                                 "`hapvr calibrate-int8` or set HAPVR_ENCODER_PRECISION=fp32")
         self.runtime = runtime
         self._cache_dir = cache_dir or default_cache_dir()
         self._lock = threading.Lock()
         self._imac = build_imac_net(config)
         # The whole graph (backbone, iMAC, PCA) runs in one engine: mixing torch
         # and onnxruntime thread pools on 2 cores costs ~15% in spin-waiting.
-        self._encode = self._compile(nn.Sequential(self._imac, self.pca) if self.pca is not None else None)
+        self._encode = self._compile(nn.Sequential(self._imac, self.pca) if self.pca is not None else None,
+                                     int8=config.precision == "int8")
         self._raw = None
         self.version = encoder_version(config) if self.pca is not None else f"{config.backbone}-imac-raw"
 
-    def _compile(self, net: nn.Module | None):
+    def _compile(self, net: nn.Module | None, int8: bool = False):
         if net is None:
             return None
         if self.runtime == "onnx":
-            return OnnxImac(net, self._cache_dir, self.config.size)
+            return OnnxImac(net, self._cache_dir, self.config.size,
+                            int8_ranges=Path(self.config.int8_ranges) if int8 else None)
         net = net.to(self.device).eval()
         if self.device.type == "cuda":
             net = net.half().to(memory_format=torch.channels_last)
@@ -186,6 +215,13 @@ class FrameEncoder:
             return net(torch.from_numpy(frames).to(self.device)).float()
 
         return run
+
+    @property
+    def fp32_onnx_path(self) -> Path:
+        """The cached fp32 ONNX export of the whole graph (onnx runtime only): what int8 ranges are measured on."""
+        if not isinstance(self._encode, OnnxImac):
+            raise RuntimeError("no ONNX export: this encoder runs in torch or has no PCA")
+        return self._encode.fp32_path
 
     def decode_size(self, width: int, height: int) -> tuple[int, int]:
         """The frame size a decoder should scale to, so `encode` only has to crop."""
@@ -215,8 +251,19 @@ class FrameEncoder:
 
 def encoder_version(config: EncoderConfig) -> str:
     """Identifies the features an encoder produces, without building it (cheap: hashes the PCA file)."""
-    return (f"{config.backbone}-imac-pca{config.dims}:{file_digest(config.pca_path)}"
-            f"-{config.resize_mode}{config.size}")
+    version = (f"{config.backbone}-imac-pca{config.dims}:{file_digest(config.pca_path)}"
+               f"-{config.resize_mode}{config.size}")
+    if config.precision == "int8":
+        if not Path(config.int8_ranges).is_file():
+            raise ValueError(f"int8 ranges file {config.int8_ranges} not found")
+        version += f"-int8:{file_digest(config.int8_ranges)}"
+    return version
+
+
+def feature_space(version: str) -> str:
+    """An encoder version without its precision: int8 approximates the fp32 features of the same config, so a
+    similarity network trained on one serves both (stores still keep one exact version)."""
+    return version.split("-int8:")[0]
 
 
 def _imac_channels(backbone: str) -> int:

@@ -14,6 +14,7 @@ Batches are a pure function of (seed, step), so `--resume` continues exactly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -326,7 +327,10 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig()) if hasattr(args, k)})
     settings = Settings()
     device = settings.torch_device()
-    encoder = FrameEncoder(settings.encoder_config(), device=device, cache_dir=settings.cache_dir)
+    # Trained on the fp32 features (the paper's precision): the checkpoint then serves the fp32 and the
+    # int8 encoder alike, which approximate one feature space (`model.encoder.feature_space`).
+    encoder = FrameEncoder(dataclasses.replace(settings.encoder_config(), precision="fp32", int8_ranges=None),
+                           device=device, cache_dir=settings.cache_dir)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     videos = list(expand_paths(args.videos))

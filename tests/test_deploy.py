@@ -59,6 +59,9 @@ def test_redis_is_durable_and_gpu_worker_reserves_a_gpu(compose):
     assert "8000:8000" in api["ports"]
     for name in ("api", "worker"):
         assert compose["services"][name]["environment"]["HAPVR_REDIS_URL"].startswith("redis://redis:")
+    # every process that opens the store takes the encoder precision from one variable (a store keeps one)
+    for name in ("api", "worker", "worker-gpu"):
+        assert compose["services"][name]["environment"]["HAPVR_ENCODER_PRECISION"].startswith("${HAPVR_ENCODER_PRECISION:-")
 
 
 @pytest.mark.parametrize("dockerfile", ["docker/Dockerfile", "docker/Dockerfile.cuda"])

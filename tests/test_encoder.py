@@ -150,3 +150,56 @@ def test_paper_resnet50_backbone_from_user_files(tmp_path, frames):
     assert enc.version.startswith("resnet50-")
     with pytest.raises(ValueError, match="HAPVR_RESNET50_WEIGHTS"):
         FrameEncoder(EncoderConfig(backbone="resnet50", pca_path=pca), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def int8_encoders(tmp_path_factory):
+    """The shipped int8 encoder and its fp32 original, sharing one export cache."""
+    from model.encoder import EncoderConfig, FrameEncoder
+
+    cache = tmp_path_factory.mktemp("onnx")
+    return (FrameEncoder(EncoderConfig(), runtime="onnx", cache_dir=cache),
+            FrameEncoder(EncoderConfig(precision="int8"), runtime="onnx", cache_dir=cache))
+
+
+def test_int8_encoder_stays_close_to_fp32_and_keeps_copies_apart(int8_encoders, frames):
+    fp32, int8 = int8_encoders
+    dog, chaplin, _ = frames
+    a, b = fp32.encode(dog), int8.encode(dog)
+    assert b.shape == a.shape and torch.allclose(b.norm(dim=-1), torch.ones(len(dog), 9), atol=1e-5)
+    cosine = (a * b).sum(-1)
+    assert cosine.mean() > 0.95 and cosine.min() > 0.85
+    assert not torch.allclose(a, b, atol=1e-3)  # it really is the quantized graph
+    # under int8, a JPEG copy of a frame still scores far above any unrelated frame (Chamfer over regions)
+    copy, other = int8.encode(jpeg_roundtrip(dog)), int8.encode(chaplin)
+    same = torch.stack([(b[i] @ copy[i].T).amax(-1).mean() for i in range(len(dog))])
+    unrelated = torch.stack([(b[i] @ other[j].T).amax(-1).mean() for i in range(len(dog)) for j in range(len(other))])
+    assert same.min() > 0.6 and same.min() > unrelated.max() + 0.3
+    assert int8.version != fp32.version and int8.version.startswith(fp32.version) and "-int8:" in int8.version
+
+
+def test_int8_ranges_from_the_cli_quantize_end_to_end(tmp_path, frames, monkeypatch):
+    """`hapvr calibrate-int8` on real clips writes ranges that an int8 encoder then runs on."""
+    from indexer.cli import main
+    from model.encoder import EncoderConfig, FrameEncoder
+
+    monkeypatch.setenv("HAPVR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "ranges.json"
+    assert main(["calibrate-int8", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")),
+                 "--out", str(out), "--quiet", "--batch", "8"]) == 0
+    assert out.is_file() and "lowest" in out.read_text()
+    enc = FrameEncoder(EncoderConfig(precision="int8", int8_ranges=out), runtime="onnx", cache_dir=tmp_path / "cache")
+    assert enc.encode(frames[0][:2]).shape == (2, 9, 512)
+    assert len(list((tmp_path / "cache").glob("frames-*-int8-*.onnx"))) == 1
+
+
+def test_int8_is_refused_where_it_cannot_run(tmp_path):
+    from model.encoder import EncoderConfig, FrameEncoder
+
+    with pytest.raises(ValueError, match="onnxruntime on CPU only"):
+        FrameEncoder(EncoderConfig(precision="int8"), runtime="torch")
+    with pytest.raises(ValueError, match="calibrate-int8"):
+        FrameEncoder(EncoderConfig(precision="int8", int8_ranges=tmp_path / "missing.json"), runtime="onnx",
+                     cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="precision"):
+        EncoderConfig(precision="int4")

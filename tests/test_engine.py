@@ -134,6 +134,25 @@ def test_refuses_to_mix_model_versions(tmp_path):
     assert err.value.code == "incompatible_store"
 
 
+def test_int8_by_default_on_cpu_and_one_precision_per_store(tmp_path):
+    """The CPU default is the int8 encoder where the CPU has int8 dot products; a store indexed with it
+    refuses fp32 features, and says which setting."""
+    from model.quantize import cpu_has_int8_dot
+
+    default = Engine(make_settings(tmp_path / "default"))
+    assert default.encoder.config.precision == ("int8" if cpu_has_int8_dot() else "fp32")
+    eng = Engine(make_settings(tmp_path / "d", encoder_precision="int8"))
+    assert eng.encoder.config.precision == "int8" and "-int8:" in eng.model_version
+    eng.index(clip("intel__asl_again.mkv"))
+    fp32 = Engine(make_settings(tmp_path / "d", encoder_precision="fp32"))
+    with pytest.raises(InputError, match="HAPVR_ENCODER_PRECISION") as err:
+        fp32.store
+    assert err.value.code == "incompatible_store"
+    fp32_store = Engine(make_settings(tmp_path / "e", encoder_precision="fp32"))
+    assert fp32_store.encoder.config.precision == "fp32"
+    assert fp32_store.model_version == eng.model_version.split("-int8:")[0] + "+sim:chamfer"
+
+
 def test_bad_file_leaves_the_index_intact(engine, tmp_path):
     count, frames = engine.store.count(), engine.coarse.size
     bad = tmp_path / "bad.mp4"
