@@ -98,8 +98,21 @@ def calibrate(fp32: Path, batches: Iterable[np.ndarray], ranges_out: Path) -> No
     """
     ranges_out = Path(ranges_out)
     ranges_out.unlink(missing_ok=True)  # a stale file would be read back instead of recalibrating
+    seen = 0
+
+    def counted() -> Iterator[np.ndarray]:
+        nonlocal seen
+        for batch in batches:
+            seen += len(batch)
+            yield batch
+
     with tempfile.TemporaryDirectory(prefix="hapvr-int8-") as tmp:
-        _quantize(Path(fp32), Path(tmp) / "int8.onnx", ranges_out, batches)
+        try:
+            _quantize(Path(fp32), Path(tmp) / "int8.onnx", ranges_out, counted())
+        except ValueError:
+            if seen == 0:
+                raise ValueError("no decodable frames to measure int8 ranges on") from None
+            raise
     ranges_out.chmod(0o644)  # onnxruntime writes it through mkstemp (0600); it is an asset to share
     log.info("wrote int8 activation ranges to %s", ranges_out)
 

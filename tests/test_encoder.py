@@ -191,6 +191,9 @@ def test_int8_ranges_from_the_cli_quantize_end_to_end(tmp_path, frames, monkeypa
     enc = FrameEncoder(EncoderConfig(precision="int8", int8_ranges=out), runtime="onnx", cache_dir=tmp_path / "cache")
     assert enc.encode(frames[0][:2]).shape == (2, 9, 512)
     assert len(list((tmp_path / "cache").glob("frames-*-int8-*.onnx"))) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["calibrate-int8", str(tmp_path / "empty"), "--out", str(tmp_path / "none.json"), "--quiet"]) == 2
+    assert not (tmp_path / "none.json").exists()
 
 
 def test_int8_is_refused_where_it_cannot_run(tmp_path):

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from bench.copies import split
-from bench.copies.run import OUT, _ignored, build_queries, worst_family, write_ablation
+from bench.copies.run import _ignored, build_queries, cached_engine, worst_family, write_ablation
 from bench.metrics import summary
 from indexer.engine import Engine
-from indexer.settings import Settings
 from model.checkpoint import load_similarity
 from model.similarity import HAPVRSimilarity, topk_chamfer
 
@@ -113,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     queries = build_queries()
-    db, query_feats = load_features(Engine(Settings(data=OUT / "db-raw", use_checkpoint=False)), queries)
+    db, query_feats = load_features(cached_engine("db-raw", use_checkpoint=False), queries)
     nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
     for path in args.checkpoints:
         net = load_similarity(path)[0]

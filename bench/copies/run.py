@@ -29,6 +29,14 @@ from model.checkpoint import load_similarity
 from model.similarity import HAPVRSimilarity
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "copies"
+
+
+def cached_engine(name: str, **settings) -> Engine:
+    """An engine whose store is kept between runs under OUT, one folder per model version: a run with
+    other encoder settings (side, precision, PCA, checkpoint) indexes into its own folder."""
+    engine = Engine(Settings(data=OUT / name, **settings))
+    digest = zlib.crc32(engine.model_version.encode()) & 0xFFFFFFFF
+    return Engine(engine.settings.model_copy(update={"data": OUT / f"{name}-{digest:08x}"}))
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 log = logging.getLogger("bench.copies")
 
@@ -80,8 +88,8 @@ def main() -> None:
     database = split.all_clips()
 
     # raw encoder features (no attention): the untrained Chamfer baseline and any checkpoint's input
-    raw = Engine(Settings(data=OUT / "db-raw", use_checkpoint=False))
-    ours = Engine(Settings(data=OUT / "db"))
+    raw = cached_engine("db-raw", use_checkpoint=False)
+    ours = cached_engine("db")
     if not ours.network.learned:
         ours = raw
     index_s = None  # timed only when this run indexes the database (it is kept between runs)
