@@ -78,7 +78,7 @@ def main() -> None:
     body += (f"\n\nThe default input side is {default} (`bench.frame_size`); 224 is the paper's. "
              "Frames/s covers everything after decoding: backbone, iMAC pooling, PCA whitening. "
              "The default on CPU is onnxruntime (exported once from the same weights and cached), int8 where "
-             "int8 ranges ship (`model.quantize`); "
+             "int8 ranges ship and the CPU has int8 dot products (`model.quantize`); "
              "torch eager is shown for the ratio: its depthwise convolutions are slow at batch > 1 on CPU.")
     publish("encoder", "Frame encoder throughput", "python -m bench.encoder_speed", body, print_only=args.no_write)
 

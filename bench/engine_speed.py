@@ -92,12 +92,14 @@ def main() -> None:
              f"{peak_after:.0f} MB after. Frames are streamed in batches; what grows with length is the video's own "
              "features (33 MB per hour in fp16, held while they are written and added to FAISS) and transient "
              "copies of them.")
-    body += ("\n\nWhere indexing / decode is below 0.7 (the hour-long file at 5 frames/s, which decodes fastest, "
-             "and at times 360p), embedding is the bottleneck, not decoding: at 360p the encoder's CPU per sampled "
-             "frame (`python -m bench.encoder_speed`) is close to what decoding a second of such video costs, and two "
-             "cores cannot hide one behind the other. The default 176-pixel input cut that cost to about two thirds "
-             "of 224's (`python -m bench.frame_size`). At 720p decoding dominates, as intended. Decoding runs ahead "
-             "in a background thread and into the next file (`indexer/prefetch.py`).")
+    body += ("\n\nDecode-only is a plain loop over the files with PyAV (threaded decoding within a file, the same "
+             "sampling and scaling as indexing); indexing also decodes the next file while the current one is "
+             "embedded (`indexer/prefetch.py`), which is how it can exceed 1 at 720p, where decoding dominates. "
+             "Where the ratio is below 0.7 (the hour-long file at 5 frames/s, which decodes fastest), embedding "
+             "is the bottleneck: the encoder's CPU per sampled frame (`python -m bench.encoder_speed`) is close to "
+             "what decoding that video costs, and two cores cannot hide one behind the other. The defaults (176-"
+             "pixel input; the int8 encoder on a CPU with int8 dot products) cut the encoder's CPU per frame to "
+             "about a third of 224 fp32's (`python -m bench.frame_size`).")
     body += ("\n\nTarget: <= 40 MB per indexed video-hour. At 1 fps an hour is 3,600 frames x 9 KiB (fp16 9x512 "
              "region features) + FAISS (1 KiB fp16 per frame while flat, 0.5 KiB once IVF-SQ8). The shared "
              "collection is mostly 2-5 s clips sampled densely to at least 8 frames, hence more frames per second.")

@@ -1,4 +1,4 @@
-"""`hapvr`: index, query, list, delete, info, learn-pca, on the embedded engine (no server needed)."""
+"""`hapvr`: index, query, list, delete, info, learn-pca, calibrate-int8, on the embedded engine (no server needed)."""
 from __future__ import annotations
 
 import argparse
