@@ -1,8 +1,8 @@
 """int8 frame encoder for CPU: static post-training quantization of the exported ONNX graph.
 
 EfficientNet-Lite was designed to survive int8 quantization (ReLU6, no squeeze-excite), and
-onnxruntime's int8 convolutions use the CPU's VNNI/AVX2 integer dot products, so the int8 graph costs
-a little over half the CPU time of fp32 per frame (docs/BENCHMARKS.md, "Encoder input size and
+onnxruntime's int8 convolutions use the CPU's integer dot products (VNNI), so the int8 graph costs
+about half the CPU time of fp32 per frame (docs/BENCHMARKS.md, "Encoder input size and
 precision"). That is the lever for indexing at the speed of decoding on a small CPU (issue #3).
 
 Quantization is static (activation ranges measured once, on real frames) in onnxruntime's QDQ format,
@@ -18,6 +18,7 @@ cached next to the export.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -97,7 +98,10 @@ def calibrate(fp32: Path, batches: Iterable[np.ndarray], ranges_out: Path) -> No
     Batches must all have the same number of frames (the calibrator stacks them).
     """
     ranges_out = Path(ranges_out)
-    ranges_out.unlink(missing_ok=True)  # a stale file would be read back instead of recalibrating
+    # written under a fresh name and renamed at the end: a failed run keeps the old file, and onnxruntime
+    # never reads a stale file back instead of calibrating
+    fresh = ranges_out.with_name(f".{ranges_out.name}.{os.getpid()}.tmp")
+    fresh.unlink(missing_ok=True)
     seen = 0
 
     def counted() -> Iterator[np.ndarray]:
@@ -106,14 +110,20 @@ def calibrate(fp32: Path, batches: Iterable[np.ndarray], ranges_out: Path) -> No
             seen += len(batch)
             yield batch
 
-    with tempfile.TemporaryDirectory(prefix="hapvr-int8-") as tmp:
-        try:
-            _quantize(Path(fp32), Path(tmp) / "int8.onnx", ranges_out, counted())
-        except ValueError:
-            if seen == 0:
-                raise ValueError("no decodable frames to measure int8 ranges on") from None
-            raise
-    ranges_out.chmod(0o644)  # onnxruntime writes it through mkstemp (0600); it is an asset to share
+    try:
+        with tempfile.TemporaryDirectory(prefix="hapvr-int8-") as tmp:
+            _quantize(Path(fp32), Path(tmp) / "int8.onnx", fresh, counted())
+        # onnxruntime writes the tensors in set order; sorted, the same frames give the same bytes, so the
+        # encoder version (which hashes this file) is reproducible
+        fresh.write_text(json.dumps(json.loads(fresh.read_text()), sort_keys=True))
+        fresh.chmod(0o644)  # onnxruntime writes it through mkstemp (0600); it is an asset to share
+        fresh.replace(ranges_out)
+    except ValueError:
+        if seen == 0:
+            raise ValueError("no decodable frames to measure int8 ranges on") from None
+        raise
+    finally:
+        fresh.unlink(missing_ok=True)
     log.info("wrote int8 activation ranges to %s", ranges_out)
 
 

@@ -188,6 +188,10 @@ def test_int8_ranges_from_the_cli_quantize_end_to_end(tmp_path, frames, monkeypa
     assert main(["calibrate-int8", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")),
                  "--out", str(out), "--quiet", "--batch", "8"]) == 0
     assert out.is_file() and "lowest" in out.read_text()
+    again = tmp_path / "again.json"  # reproducible to the byte: the encoder version hashes this file
+    assert main(["calibrate-int8", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")),
+                 "--out", str(again), "--quiet", "--batch", "8"]) == 0
+    assert again.read_bytes() == out.read_bytes()
     enc = FrameEncoder(EncoderConfig(precision="int8", int8_ranges=out), runtime="onnx", cache_dir=tmp_path / "cache")
     assert enc.encode(frames[0][:2]).shape == (2, 9, 512)
     assert len(list((tmp_path / "cache").glob("frames-*-int8-*.onnx"))) == 1
