@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-ablation clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,9 +26,23 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.encoder_speed
 	$(BIN)/python -m bench.decode_strategies
 	$(BIN)/python -m bench.engine_speed
+	$(BIN)/python -m bench.frame_size
 	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps, --pooled-ap 16)=model/assets/hapvr_sim_cpu.pt"
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
+
+# the training ablation of issue #6 (docs/TRAINING.md, "Ablation"): four trainings, then exhaustive scores
+# on fp32 features, which training uses (~15 min on 2 cores)
+ABL_TRAIN := $(BIN)/hapvr train $$($(BIN)/python -m bench.copies.split train) --work hapvr-train
+bench-ablation: $(STAMP)
+	$(ABL_TRAIN) --out hapvr-train/abl-a.pt --frame-ap 0 --video-ap 0
+	$(ABL_TRAIN) --out hapvr-train/abl-b.pt --frame-ap 0
+	$(ABL_TRAIN) --out hapvr-train/abl-c.pt
+	$(ABL_TRAIN) --out hapvr-train/abl-d.pt --video-surrogate sigmoid
+	HAPVR_ENCODER_PRECISION=fp32 $(BIN)/python -m bench.copies.floor \
+	  --ablation "(a) InfoNCE + SSHN (S2VS)=hapvr-train/abl-a.pt" --ablation "(b) + video QuadLinear-AP=hapvr-train/abl-b.pt" \
+	  --ablation "(c) + frame QuadLinear-AP (HAP-VR)=hapvr-train/abl-c.pt" \
+	  --ablation "(d) as (c), sigmoid video AP=hapvr-train/abl-d.pt"
 
 clean:
 	rm -rf $(VENV) hapvr-data .pytest_cache

@@ -197,7 +197,7 @@ def write_ablation(queries, systems, no_write) -> None:
     body += ("\n\nEvery variant: the train split, seed 0, the default budget of `hapvr train` (batch 8 sources = 16 "
              "clips, W = 28, 200 steps, lr 2e-4 with 20 warm-up steps, pixel ViV); only the loss changes. Scored "
              "exhaustively on the copy benchmark's test queries (section above). Commands: docs/TRAINING.md.")
-    publish("ablation", "Training ablation (our scale)", "see docs/TRAINING.md", body, print_only=no_write)
+    publish("ablation", "Training ablation (our scale)", "make bench-ablation", body, print_only=no_write)
 
 
 def _ignored(query: dict) -> set[str]:
