@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     def precision(self, size: int) -> str:
         """`encoder_precision` with auto resolved: int8 where it runs well (a CPU with int8 dot products) and has
         ranges, else fp32."""
+        if self.encoder_precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"HAPVR_ENCODER_PRECISION must be auto, fp32 or int8, not {self.encoder_precision!r}")
         if self.encoder_precision != "auto":
             return self.encoder_precision
         from model.quantize import cpu_has_int8_dot

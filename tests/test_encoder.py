@@ -210,3 +210,7 @@ def test_int8_is_refused_where_it_cannot_run(tmp_path):
                      cache_dir=tmp_path)
     with pytest.raises(ValueError, match="precision"):
         EncoderConfig(precision="int4")
+    from indexer.settings import Settings
+
+    with pytest.raises(ValueError, match="auto, fp32 or int8"):
+        Settings(encoder_precision="int4").encoder_config()
