@@ -113,11 +113,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     base_key = (224, "fp32")
     base = results.get(base_key, next(iter(results.values())))
-    default = (DEFAULT_SIZE["efficientnet-lite0"], Settings(frame_size=None).precision(DEFAULT_SIZE["efficientnet-lite0"]))
+    default_side = DEFAULT_SIZE["efficientnet-lite0"]
+    default = (default_side, Settings().precision(default_side))  # what the CPU default resolves to here
+    pip = [q["path"] for q in queries if q["family"] == "pip"]
     rows = []
     for (size, precision), (cpu_ms, index_vs, ratio, scores) in results.items():
         overall = summary(scores, relevant, split.all_clips())
-        pip = [q["path"] for q in queries if q["family"] == "pip"]
         pip_map = summary({p: scores[p] for p in pip}, relevant, split.all_clips())["mAP"]
         delta, family = worst_family(queries, scores, base[3])
         label = f"{size} {precision}" + (" (default on CPU)" if (size, precision) == default else "")

@@ -141,10 +141,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_learn_pca(args: argparse.Namespace) -> int:
+def _sampled_frames(files: list[Path], fps: float, size_for, quiet: bool) -> Iterator:
+    """Frames of each file, one decoded batch at a time, for learning an encoder asset (PCA, int8
+    ranges): short clips sampled densely, unreadable files skipped with one line each."""
     from tqdm import tqdm
 
     from indexer.decode import iter_frames
+
+    for path in tqdm(files, unit="video", disable=quiet):
+        try:
+            for batch in iter_frames(path, fps=fps, size_for=size_for, min_frames=16):
+                yield batch.frames
+        except InputError as exc:
+            print(f"skipped [{exc.code}] {exc.message}", file=sys.stderr)
+
+
+def cmd_learn_pca(args: argparse.Namespace) -> int:
     from indexer.settings import Settings
     from model.encoder import FrameEncoder
     from model.learn_pca import learn_and_save
@@ -153,25 +165,15 @@ def cmd_learn_pca(args: argparse.Namespace) -> int:
     encoder = FrameEncoder(settings.encoder_config(), device=settings.torch_device(), cache_dir=settings.cache_dir,
                            with_pca=False)
     files = list(expand_paths(args.paths))
-
-    def batches():
-        for path in tqdm(files, unit="video", disable=args.quiet):
-            try:
-                for batch in iter_frames(path, fps=args.fps, size_for=encoder.decode_size, min_frames=16):
-                    yield batch.frames
-            except InputError as exc:
-                print(f"skipped [{exc.code}] {exc.message}", file=sys.stderr)
-
-    n = learn_and_save(encoder, batches(), Path(args.out), dims=args.dims)
+    n = learn_and_save(encoder, _sampled_frames(files, args.fps, encoder.decode_size, args.quiet), Path(args.out),
+                       dims=args.dims)
     print(f"learnt a {args.dims}-d PCA from {n} region vectors of {len(files)} videos: {args.out}")
     return 0
 
 
 def cmd_calibrate_int8(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm import tqdm
 
-    from indexer.decode import iter_frames
     from indexer.settings import Settings
     from model import preprocess
     from model.encoder import FrameEncoder
@@ -187,16 +189,11 @@ def cmd_calibrate_int8(args: argparse.Namespace) -> int:
 
     def batches():
         pending = np.zeros((0, config.size, config.size, 3), np.uint8)
-        for path in tqdm(files, unit="video", disable=args.quiet):
-            try:
-                for got in iter_frames(path, fps=args.fps, size_for=encoder.decode_size, min_frames=16):
-                    pending = np.concatenate([pending, preprocess.fit_frames(got.frames, config.size,
-                                                                             config.resize_mode)])
-                    while len(pending) >= batch:  # the calibrator stacks batches: all the same size
-                        yield pending[:batch]
-                        pending = pending[batch:]
-            except InputError as exc:
-                print(f"skipped [{exc.code}] {exc.message}", file=sys.stderr)
+        for frames in _sampled_frames(files, args.fps, encoder.decode_size, args.quiet):
+            pending = np.concatenate([pending, preprocess.fit_frames(frames, config.size, config.resize_mode)])
+            while len(pending) >= batch:  # the calibrator stacks batches: all the same size
+                yield pending[:batch]
+                pending = pending[batch:]
 
     calibrate(encoder.fp32_onnx_path, batches(), Path(args.out))
     print(f"measured int8 activation ranges on {len(files)} videos: {args.out}")

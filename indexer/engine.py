@@ -142,10 +142,10 @@ class Engine:
             net = HAPVRSimilarity(learned=False, f2f_topk_rate=s.f2f_topk_rate, v2v_topk_rate=s.v2v_topk_rate)
         else:
             net, meta = load_similarity(self.checkpoint_path)
-            expected = (meta or {}).get("encoder_version")
-            if expected and feature_space(expected) != feature_space(encoder_version(s.encoder_config())):
+            expected, actual = (meta or {}).get("encoder_version"), encoder_version(s.encoder_config())
+            if expected and feature_space(expected) != feature_space(actual):
                 raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
-                                 f"{expected} features, the encoder is {encoder_version(s.encoder_config())}")
+                                 f"{expected} features, the encoder is {actual}")
         net.compute_dtype = self._rerank_dtype()
         return net.to(self.device).eval()
 

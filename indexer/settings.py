@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.decode import Limits
-from model.encoder import DEFAULT_SIZE, EncoderConfig, shipped_int8_ranges, shipped_pca
+from model.encoder import DEFAULT_SIZE, PRECISIONS, EncoderConfig, shipped_int8_ranges, shipped_pca
 
 
 class Settings(BaseSettings):
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     def precision(self, size: int) -> str:
         """`encoder_precision` with auto resolved: int8 where it runs well (a CPU with int8 dot products) and has
         ranges, else fp32."""
-        if self.encoder_precision not in ("auto", "fp32", "int8"):
+        if self.encoder_precision not in ("auto", *PRECISIONS):
             raise ValueError(f"HAPVR_ENCODER_PRECISION must be auto, fp32 or int8, not {self.encoder_precision!r}")
         if self.encoder_precision != "auto":
             return self.encoder_precision

@@ -127,7 +127,6 @@ class OnnxImac:
 
             path = quantized_model(path, int8_ranges, path.with_name(
                 f"{path.stem}-int8-{file_digest(int8_ranges)[:12]}.onnx"))
-        self.path = path
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, len(os.sched_getaffinity(0)))
         opts.inter_op_num_threads = 1
@@ -186,9 +185,7 @@ class FrameEncoder:
             if runtime != "onnx":
                 raise ValueError("the int8 encoder runs in onnxruntime on CPU only; set HAPVR_ENCODER_PRECISION=fp32 "
                                  "for the GPU (its features differ, so a store keeps one precision)")
-            if not Path(config.int8_ranges).is_file():
-                raise ValueError(f"int8 ranges file {config.int8_ranges} not found; measure one with "
-                                 "`hapvr calibrate-int8` or set HAPVR_ENCODER_PRECISION=fp32")
+            int8_ranges_file(config)
         self.runtime = runtime
         self._cache_dir = cache_dir or default_cache_dir()
         self._lock = threading.Lock()
@@ -205,7 +202,7 @@ class FrameEncoder:
             return None
         if self.runtime == "onnx":
             return OnnxImac(net, self._cache_dir, self.config.size,
-                            int8_ranges=Path(self.config.int8_ranges) if int8 else None)
+                            int8_ranges=int8_ranges_file(self.config) if int8 else None)
         net = net.to(self.device).eval()
         if self.device.type == "cuda":
             net = net.half().to(memory_format=torch.channels_last)
@@ -254,10 +251,17 @@ def encoder_version(config: EncoderConfig) -> str:
     version = (f"{config.backbone}-imac-pca{config.dims}:{file_digest(config.pca_path)}"
                f"-{config.resize_mode}{config.size}")
     if config.precision == "int8":
-        if not Path(config.int8_ranges).is_file():
-            raise ValueError(f"int8 ranges file {config.int8_ranges} not found")
-        version += f"-int8:{file_digest(config.int8_ranges)}"
+        version += f"-int8:{file_digest(int8_ranges_file(config))}"
     return version
+
+
+def int8_ranges_file(config: EncoderConfig) -> Path:
+    """The int8 config's ranges file, which must exist: the version hashes it and the int8 graph is built from it."""
+    path = Path(config.int8_ranges)
+    if not path.is_file():
+        raise ValueError(f"int8 ranges file {path} not found; measure one with `hapvr calibrate-int8` "
+                         "or set HAPVR_ENCODER_PRECISION=fp32")
+    return path
 
 
 def feature_space(version: str) -> str:

@@ -18,6 +18,7 @@ cached next to the export.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 FLOAT_HEAD_CONVS = 3
 
 
+@functools.cache
 def cpu_has_int8_dot() -> bool:
     """True when the CPU has int8 dot-product instructions (x86 VNNI, Arm dotprod).
 
@@ -59,7 +61,8 @@ def float_nodes(model_path: Path, head_convs: int = FLOAT_HEAD_CONVS) -> list[st
 
 
 class _Frames:
-    """onnxruntime CalibrationDataReader over batches of uint8 frames (duck-typed: get_next)."""
+    """onnxruntime CalibrationDataReader over batches of uint8 frames (duck-typed: its calibrators only call
+    get_next, and subclassing would import onnxruntime wherever this module is imported)."""
 
     def __init__(self, batches: Iterable[np.ndarray]):
         self._it: Iterator[np.ndarray] = iter(batches)
@@ -67,10 +70,6 @@ class _Frames:
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._it, None)
         return None if batch is None else {"frames": np.ascontiguousarray(batch)}
-
-    def __iter__(self):  # some onnxruntime versions iterate the reader
-        while (item := self.get_next()) is not None:
-            yield item
 
 
 def _quantize(fp32: Path, out: Path, ranges: Path, batches: Iterable[np.ndarray] | None) -> None:

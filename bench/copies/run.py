@@ -29,6 +29,8 @@ from model.checkpoint import load_similarity
 from model.similarity import HAPVRSimilarity
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "copies"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+log = logging.getLogger("bench.copies")
 
 
 def cached_engine(name: str, **settings) -> Engine:
@@ -37,8 +39,6 @@ def cached_engine(name: str, **settings) -> Engine:
     engine = Engine(Settings(data=OUT / name, **settings))
     digest = zlib.crc32(engine.model_version.encode()) & 0xFFFFFFFF
     return Engine(engine.settings.model_copy(update={"data": OUT / f"{name}-{digest:08x}"}))
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-log = logging.getLogger("bench.copies")
 
 
 def build_queries(max_seconds: float = 60.0) -> list[dict]:
