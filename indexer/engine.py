@@ -146,6 +146,8 @@ class Engine:
             if expected and feature_space(expected) != feature_space(actual):
                 raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
                                  f"{expected} features, the encoder is {actual}")
+            if s.chamfer_mix is not None:
+                net.chamfer_mix = s.chamfer_mix
         net.compute_dtype = self._rerank_dtype()
         return net.to(self.device).eval()
 
@@ -440,6 +442,7 @@ class Engine:
             "video_hours": round(total_duration / 3600, 4), "model_version": self.model_version,
             "similarity": "learned" if self.checkpoint_path else "chamfer",
             "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+            "chamfer_mix": self.network.chamfer_mix if self.checkpoint_path else None,
             "coarse_index": coarse_kind, "device": str(self.device),
             **store.sizes(), "faiss_bytes": faiss_bytes,
         }

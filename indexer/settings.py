@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # --- similarity network
     checkpoint: Path | None = Field(None, description="similarity-network checkpoint; default: shipped one if present")
     use_checkpoint: bool = Field(True, description="false: untrained Chamfer similarity even if a checkpoint ships")
+    chamfer_mix: float | None = Field(None, ge=0.0, le=1.0, description="share of the training-free Chamfer score "
+                                      "in a checkpoint's score (0: the paper's learned score alone); unset: the "
+                                      "checkpoint's own value")
     rerank_precision: str = Field("auto", description="auto (bfloat16 on CPU when a start-up probe finds it faster), float32, bfloat16")
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03

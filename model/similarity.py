@@ -136,14 +136,22 @@ class HAPVRSimilarity(nn.Module):
     """The similarity network. 355,969 trainable parameters (attention 263,168 + CNN 92,801)."""
 
     def __init__(self, dims: int = 512, f2f_topk_rate: float = 0.1, v2v_topk_rate: float = 0.03,
-                 learned: bool = True, min_frames: int = MIN_FRAMES, target_chunk: int = TARGET_CHUNK):
+                 learned: bool = True, min_frames: int = MIN_FRAMES, target_chunk: int = TARGET_CHUNK,
+                 chamfer_mix: float = 0.0):
         super().__init__()
+        if not 0.0 <= chamfer_mix <= 1.0:
+            raise ValueError(f"chamfer_mix must lie in [0, 1], got {chamfer_mix}")
         self.dims = dims
         self.f2f_topk_rate = f2f_topk_rate
         self.v2v_topk_rate = v2v_topk_rate
         self.learned = learned
         self.min_frames = min_frames
         self.target_chunk = target_chunk
+        #: not in the paper (0 = the paper's score): at inference a learned network's score is
+        #: (1 - m) * its own + m * the training-free Chamfer of the unattended features. The comparator
+        #: cuts weak evidence to one floor value; the Chamfer share keeps such pairs graded, which is
+        #: what a score threshold and μAP need (docs/TRAINING.md, "Mixing in the Chamfer score")
+        self.chamfer_mix = chamfer_mix
         self.attention = Attention(dims)
         self.comparator_module = VideoComparator()
         #: dtype of the region dot products at inference on CPU; bfloat16 halves the
@@ -218,7 +226,25 @@ class HAPVRSimilarity(nn.Module):
             raise ValueError("the query has no frames")
         work = self.compute_dtype if device.type == "cpu" else dtype  # region dot products only
         # targets keep their stored dtype (fp16, often memory-mapped): each is cast once, into its padded batch
-        f2f_real = self._batched_f2f(q.to(work), [t.to(device=device) for t in targets], batch_cells)
+        targets = [t.to(device=device) for t in targets]
+        f2f_real = self._batched_f2f(q.to(work), targets, batch_cells)
+        scores = self._video_scores(f2f_real, tq, self.video_score, batch_cells, device)
+        if self.learned and self.chamfer_mix:
+            # attention scales each region vector by a positive weight, so normalising the stored
+            # vectors gives back the unattended directions that the training-free Chamfer compares
+            raw = self._batched_f2f(F.normalize(q, dim=-1).to(work),
+                                    [F.normalize(t.float(), dim=-1) for t in targets], batch_cells)
+            chamfer = self._video_scores(raw, tq, self._chamfer_score, batch_cells, device)
+            scores = (1 - self.chamfer_mix) * scores + self.chamfer_mix * chamfer
+        return scores, f2f_real
+
+    def _chamfer_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return topk_chamfer(f2f, self.v2v_topk_rate, col_mask=target_mask)
+
+    def _video_scores(self, f2f_real: list[torch.Tensor], tq: int, score, batch_cells: int,
+                      device: torch.device) -> torch.Tensor:
+        """One score per target from its real S^F, tiled and chunked as the official evaluator does."""
+        dtype = torch.float32
         rows = _tiled_index(tq, self.min_frames, device)
         pieces: list[tuple[int, torch.Tensor]] = []
         for i, sim in enumerate(f2f_real):
@@ -227,8 +253,8 @@ class HAPVRSimilarity(nn.Module):
                 width = min(self.target_chunk, tt - start)
                 cols = _tiled_index(max(width, 1), self.min_frames, device) + start
                 pieces.append((i, sim[rows][:, cols] if tt else torch.zeros(len(rows), 0, device=device)))
-        final = torch.zeros(len(targets), dtype=dtype, device=device)
-        counts = torch.zeros(len(targets), dtype=dtype, device=device)
+        final = torch.zeros(len(f2f_real), dtype=dtype, device=device)
+        counts = torch.zeros(len(f2f_real), dtype=dtype, device=device)
         order = sorted(range(len(pieces)), key=lambda j: pieces[j][1].shape[1])
         for group in _groups(order, lambda j: pieces[j][1].shape[1] * len(rows), batch_cells):
             tmax = max(pieces[j][1].shape[1] for j in group)
@@ -238,11 +264,11 @@ class HAPVRSimilarity(nn.Module):
                 width = pieces[j][1].shape[1]
                 batch[row, :, :width] = pieces[j][1]
                 mask[row, :width] = 1
-            scores = self.video_score(batch, mask)
+            scores = score(batch, mask)
             for row, j in enumerate(group):
                 final[pieces[j][0]] += scores[row]
                 counts[pieces[j][0]] += 1
-        return final / counts.clamp(min=1), f2f_real
+        return final / counts.clamp(min=1)
 
     def _batched_f2f(self, q: torch.Tensor, targets: list[torch.Tensor], batch_cells: int) -> list[torch.Tensor]:
         """S^F of q against every target, computed in padded batches of similar lengths."""

@@ -143,3 +143,25 @@ def test_own_checkpoint_round_trips(tmp_path):
     for (k, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     assert path.stat().st_size < 5 * 1024 * 1024
+
+
+def test_chamfer_mix_is_the_weighted_sum_of_learned_and_untrained_chamfer(tmp_path):
+    """The mixed score is exactly (1 - m) * learned + m * Chamfer of the *unattended* features, whose
+    directions the stored (attended) features keep; it round-trips through a checkpoint."""
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=True).eval()
+    raw_query, raw_targets = random_video(12, 0), [random_video(t, 20 + t) for t in (3, 9, 30)]
+    query, targets = net.index_video(raw_query), [net.index_video(t) for t in raw_targets]
+    learned, _ = net.similarity(query, targets)
+    chamfer, _ = HAPVRSimilarity(learned=False).similarity(raw_query, raw_targets)
+    net.chamfer_mix = 0.3
+    mixed, _ = net.similarity(query, targets)
+    assert torch.allclose(mixed, 0.7 * learned + 0.3 * chamfer, atol=1e-5)
+    assert not torch.allclose(mixed, learned, atol=1e-3)
+    path = tmp_path / "mixed.pt"
+    save_similarity(net, path, encoder_version="enc-v1")
+    loaded, meta = load_similarity(path)
+    assert loaded.chamfer_mix == 0.3 and meta["config"]["chamfer_mix"] == 0.3
+    assert load_similarity(path, chamfer_mix=0.0)[0].chamfer_mix == 0.0
+    with pytest.raises(ValueError, match="chamfer_mix"):
+        HAPVRSimilarity(chamfer_mix=1.5)
