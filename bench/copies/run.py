@@ -41,15 +41,21 @@ def cached_engine(name: str, **settings) -> Engine:
     return Engine(engine.settings.model_copy(update={"data": OUT / f"{name}-{digest:08x}"}))
 
 
-def build_queries(max_seconds: float = 60.0) -> list[dict]:
-    """Write (once) every family's query for every test original; returns their descriptions."""
+def build_queries(max_seconds: float = 60.0, originals: list[str] | None = None,
+                  folder: str = "queries") -> list[dict]:
+    """Write (once) every family's query for every test original; returns their descriptions.
+
+    `originals` (with their own `folder`) makes the same families of other clips: the validation
+    queries of `bench.copies.mix` are made of train clips. Natural near-duplicates are test queries only.
+    """
     shared = split.SHARED / "permissive"
     train = split.train_split()
     queries: list[dict] = []
-    for original in tqdm(split.test_originals(), desc="queries", unit="original"):
+    for original in tqdm(originals or split.test_originals(), desc=folder, unit="original"):
         clip = None
+        others = [name for name in train if name != original]  # all of train for a test original
         for family in FAMILIES:
-            path = OUT / "queries" / family / f"{Path(original).stem}.mp4"
+            path = OUT / folder / family / f"{Path(original).stem}.mp4"
             meta_path = path.with_suffix(".json")
             if not meta_path.exists():
                 if clip is None:
@@ -57,7 +63,7 @@ def build_queries(max_seconds: float = 60.0) -> list[dict]:
                     clip = ve.Clip(clip.frames[: int(max_seconds * clip.fps)], clip.fps)
                 seed = zlib.crc32(f"{family}/{original}".encode())
                 rng = np.random.default_rng(seed)
-                other_name = train[int(rng.integers(len(train)))]
+                other_name = others[int(rng.integers(len(others)))]
                 other = ve.read_clip(shared / other_name, max_side=480, fps=10)
                 q = make_family(family, clip, rng, other)
                 ve.write_clip(q.clip, path, crf=26, bitrate=q.bitrate)
@@ -65,6 +71,8 @@ def build_queries(max_seconds: float = 60.0) -> list[dict]:
                                                  "other": other_name, "seed": seed}))
             meta = json.loads(meta_path.read_text())
             queries.append({**meta, "path": str(path), "relevant": sorted(split.same_content(original))})
+    if originals is not None:
+        return queries
     for group in split.NATURAL_GROUPS.values():
         for member in group[1:]:
             queries.append({"family": "natural", "original": group[0], "truth": {}, "path": str(shared / member),

@@ -44,6 +44,23 @@ def train_split(root: Path = SHARED) -> list[str]:
     return [name for name in all_clips(root) if name not in held]
 
 
+def validation_originals() -> list[str]:
+    """Train clips held out of a fold's training so that their edited copies can validate a choice
+    (`bench.copies.mix`) on videos the network has not seen, never on test ones: every other clip of the
+    train clips of varied content plus two of the one-room ASL clips. The `face-demographics` and
+    `head-pose` clips are never held out: they are cuts of one another, related without being labelled so."""
+    train = train_split()
+    varied = [n for n in train if not n.startswith(("intel__asl", "intel__preview_face-demographics",
+                                                    "intel__preview_head-pose"))]
+    return sorted(varied[::2] + [n for n in train if n.startswith("intel__asl")][:2])
+
+
+def fold_train() -> list[str]:
+    """The train clips without the validation originals: what a validation fold is trained on."""
+    held = set(validation_originals())
+    return [n for n in train_split() if n not in held]
+
+
 def same_content(name: str) -> set[str]:
     """The clip and its natural near-duplicates: what an edited copy of `name` is relevant to."""
     for group in NATURAL_GROUPS.values():
@@ -52,8 +69,8 @@ def same_content(name: str) -> set[str]:
     return {name}
 
 
-if __name__ == "__main__":  # `python -m bench.copies.split train|test`: the split's paths, for `hapvr train`
+if __name__ == "__main__":  # `python -m bench.copies.split train|fold-train|test`: paths, for `hapvr train`
     import sys
 
-    names = train_split() if sys.argv[1:] == ["train"] else test_split()
+    names = {"train": train_split, "fold-train": fold_train, "test": test_split}[(sys.argv[1:] or ["test"])[0]]()
     print("\n".join(str(SHARED / "permissive" / n) for n in names))
