@@ -52,6 +52,25 @@ def test_split_is_disjoint_and_complete():
     assert all(name.startswith("intel__asl_") is False for name in test)
 
 
+def test_validation_fold_holds_out_train_clips_only():
+    """The Chamfer share is validated on train clips a fold network never saw, never on test clips."""
+    held, fold = set(split.validation_originals()), set(split.fold_train())
+    assert held and fold and not held & fold
+    assert held | fold == set(split.train_split())
+    assert not held & set(split.test_split())
+
+
+def test_mix_choice_takes_the_best_share_within_the_family_limit():
+    from bench.copies.mix import choose, mixed
+
+    rows = {0.0: {"mAP": 0.99, "uAP": 0.99, "worst": -0.05},  # best overall, but one family lost 0.05
+            0.5: {"mAP": 0.97, "uAP": 0.96, "worst": -0.01},
+            1.0: {"mAP": 0.96, "uAP": 0.96, "worst": 0.0}}
+    assert choose(rows) == 0.5
+    learned, chamfer = {"q": {"a": 1.0, "b": 0.0}}, {"q": {"a": 0.0, "b": 1.0}}
+    assert mixed(learned, chamfer, 0.25) == {"q": {"a": 0.75, "b": 0.25}}
+
+
 def test_floor_report_counts_the_negatives_that_outrank_each_positive():
     """The μAP diagnostic: a positive is charged every negative of any query scored at or above it."""
     from bench.copies.floor import floor_report
