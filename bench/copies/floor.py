@@ -4,7 +4,8 @@
 whole database (exhaustively, from raw features, as `bench.copies.run --checkpoint` does) with the
 untrained Chamfer similarity and each checkpoint. Per similarity it prints mAP, μAP, R@1 and the
 family that lost most mAP against untrained Chamfer (the numbers of the "trained" column of
-`bench.copies.run`, without its peers and indexing timings), then the negatives' quantiles, the lowest
+`bench.copies.run`, without its peers and indexing timings) and its scoring time per query, then the
+negatives' quantiles, the lowest
 positives and how many negatives of any query outrank each of them: μAP pools all queries, so a
 positive that sits below thousands of other queries' negatives costs μAP even when its own query ranks
 it first (docs/TRAINING.md). `--parts` also scores each checkpoint's two learned parts alone: its
@@ -15,6 +16,7 @@ the same table `bench.copies.run --ablation` writes, without re-running the sear
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +105,8 @@ def _as(cls: type[HAPVRSimilarity], net: HAPVRSimilarity) -> HAPVRSimilarity:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("checkpoints", nargs="*", help="similarity checkpoints to compare with untrained Chamfer")
+    parser.add_argument("checkpoints", nargs="*", help="similarity checkpoints to compare with untrained Chamfer; "
+                        "PATH@M overrides the checkpoint's Chamfer share with M")
     parser.add_argument("--lowest", type=int, default=10, help="how many of the weakest positives to show")
     parser.add_argument("--parts", action="store_true", help="also score each checkpoint's attention and "
                         "comparator alone")
@@ -115,7 +118,8 @@ def main() -> None:
     db, query_feats = load_features(cached_engine("db-raw", use_checkpoint=False), queries)
     nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
     for path in args.checkpoints:
-        net = load_similarity(path)[0]
+        file, _, share = path.partition("@")  # PATH@M scores the checkpoint with Chamfer share M
+        net = load_similarity(file, **({"chamfer_mix": float(share)} if share else {}))[0]
         nets[path] = net
         if args.parts:
             nets[f"{path}: attention + Chamfer"] = _as(_AttentionThenChamfer, net)
@@ -123,11 +127,16 @@ def main() -> None:
     ablation = dict(item.split("=", 1) for item in args.ablation)
     for name, path in ablation.items():
         nets[name] = load_similarity(path)[0]
+    start = time.perf_counter()
     base = score_all(nets["untrained Chamfer"], queries, db, query_feats)
+    seconds = {"untrained Chamfer": time.perf_counter() - start}
     scored: dict[str, Scores] = {}
     for label, net in nets.items():
+        start = time.perf_counter()
         scores = scored[label] = base if label == "untrained Chamfer" else score_all(net, queries, db, query_feats)
-        print(f"{label}: {headline(scores, base, queries)}", flush=True)
+        seconds.setdefault(label, time.perf_counter() - start)
+        print(f"{label}: {headline(scores, base, queries)}; "
+              f"{seconds[label] / len(queries) * 1000:.0f} ms a query against all {len(db)} clips", flush=True)
         print("\n".join(floor_report(scores, queries, args.lowest)), flush=True)
     if ablation:
         write_ablation(queries, {name: scored[name] for name in ["untrained Chamfer", *ablation]}, no_write=False)
