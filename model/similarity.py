@@ -232,8 +232,7 @@ class HAPVRSimilarity(nn.Module):
         if self.learned and self.chamfer_mix:
             # attention scales each region vector by a positive weight, so normalising the stored
             # vectors gives back the unattended directions that the training-free Chamfer compares
-            raw = self._batched_f2f(F.normalize(q, dim=-1).to(work),
-                                    [F.normalize(t.float(), dim=-1) for t in targets], batch_cells)
+            raw = self._batched_f2f(F.normalize(q, dim=-1).to(work), targets, batch_cells, unit=True)
             chamfer = self._video_scores(raw, tq, self._chamfer_score, batch_cells, device)
             scores = (1 - self.chamfer_mix) * scores + self.chamfer_mix * chamfer
         return scores, f2f_real
@@ -270,8 +269,10 @@ class HAPVRSimilarity(nn.Module):
                 counts[pieces[j][0]] += 1
         return final / counts.clamp(min=1)
 
-    def _batched_f2f(self, q: torch.Tensor, targets: list[torch.Tensor], batch_cells: int) -> list[torch.Tensor]:
-        """S^F of q against every target, computed in padded batches of similar lengths."""
+    def _batched_f2f(self, q: torch.Tensor, targets: list[torch.Tensor], batch_cells: int,
+                     unit: bool = False) -> list[torch.Tensor]:
+        """S^F of q against every target, computed in padded batches of similar lengths; `unit`
+        normalises the target region vectors first, one bounded batch at a time."""
         out: list[torch.Tensor | None] = [None] * len(targets)
         order = sorted(range(len(targets)), key=lambda j: len(targets[j]))
         for group in _groups(order, lambda j: len(targets[j]) * len(q) * 9, batch_cells):
@@ -284,6 +285,8 @@ class HAPVRSimilarity(nn.Module):
             for row, j in enumerate(group):
                 padded[row, : len(targets[j])] = targets[j]
                 padded[row, len(targets[j]) :] = 0
+            if unit:
+                padded = F.normalize(padded.float(), dim=-1).to(q.dtype)
             f2f = self.frame_to_frame(q, padded)
             for row, j in enumerate(group):
                 out[j] = f2f[row, :, : len(targets[j])]
