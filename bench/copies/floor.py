@@ -1,11 +1,11 @@
 """Score similarity checkpoints on the copy benchmark, and show where their weakest positives fall.
 
-`python -m bench.copies.floor [CHECKPOINT ...] [--parts]` scores every copy-benchmark query against the
-whole database (exhaustively, from raw features, as `bench.copies.run --checkpoint` does) with the
-untrained Chamfer similarity and each checkpoint. Per similarity it prints mAP, μAP, R@1 and the
-family that lost most mAP against untrained Chamfer (the numbers of the "trained" column of
-`bench.copies.run`, without its peers and indexing timings) and its scoring time per query, then the
-negatives' quantiles, the lowest
+`python -m bench.copies.floor [CHECKPOINT[@SHARE] ...] [--parts]` scores every copy-benchmark query
+against the whole database (exhaustively, from raw features, as `bench.copies.run --checkpoint` does)
+with the untrained Chamfer similarity and each checkpoint (`@SHARE` overrides its Chamfer share). Per
+similarity it prints mAP, μAP, R@1 and the family that lost most mAP against untrained Chamfer (the
+numbers of the "trained" column of `bench.copies.run`, without its peers and indexing timings) and its
+scoring time per query, then the negatives' quantiles, the lowest
 positives and how many negatives of any query outrank each of them: μAP pools all queries, so a
 positive that sits below thousands of other queries' negatives costs μAP even when its own query ranks
 it first (docs/TRAINING.md). `--parts` also scores each checkpoint's two learned parts alone: its
