@@ -195,7 +195,7 @@ class HAPVRSimilarity(nn.Module):
     def video_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
         """B x Tq x Tt frame similarities -> B video scores (in [-1, 1] when learned)."""
         if not self.learned:
-            return topk_chamfer(f2f, self.v2v_topk_rate, col_mask=target_mask)
+            return self._chamfer_score(f2f, target_mask)
         b, tq, tt = f2f.shape
         mask = None
         if target_mask is not None:
@@ -238,6 +238,7 @@ class HAPVRSimilarity(nn.Module):
         return scores, f2f_real
 
     def _chamfer_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The training-free video score: temporal TopK-Chamfer of S^F."""
         return topk_chamfer(f2f, self.v2v_topk_rate, col_mask=target_mask)
 
     def _video_scores(self, f2f_real: list[torch.Tensor], tq: int, score, batch_cells: int,

@@ -24,7 +24,7 @@ import torch
 
 from bench.copies import split
 from bench.copies.floor import Scores, load_features, score_all
-from bench.copies.run import FAMILIES, build_queries, cached_engine
+from bench.copies.run import build_queries, cached_engine, worst_family
 from bench.metrics import summary
 from model.checkpoint import load_similarity, save_similarity
 from model.similarity import HAPVRSimilarity
@@ -39,16 +39,8 @@ def mixed(learned: Scores, chamfer: Scores, share: float) -> Scores:
 
 def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, float]:
     """mAP, μAP and the largest per-family mAP loss against `base` (plain Chamfer)."""
-    relevant = {q["path"]: set(q["relevant"]) for q in queries}
-    database = split.all_clips()
-    overall = summary(scores, relevant, database)
-    worst = 0.0
-    for family in FAMILIES + ["natural"]:
-        subset = [q["path"] for q in queries if q["family"] == family]
-        if subset:
-            got = summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
-            worst = min(worst, got - summary({p: base[p] for p in subset}, relevant, database)["mAP"])
-    return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": worst}
+    overall = summary(scores, {q["path"]: set(q["relevant"]) for q in queries}, split.all_clips())
+    return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": min(0.0, worst_family(queries, scores, base)[0])}
 
 
 def choose(rows: dict[float, dict[str, float]]) -> float:

@@ -178,12 +178,15 @@ def main() -> None:
 
 
 def worst_family(queries: list[dict], scores: dict, base: dict) -> tuple[float, str]:
-    """(mAP change, family) of the family whose mAP fell most from `base` to `scores`."""
+    """(mAP change, family) of the family whose mAP fell most from `base` to `scores`; families without
+    queries (validation queries have no natural near-duplicates) are skipped."""
     database = split.all_clips()
     relevant = {q["path"]: set(q["relevant"]) for q in queries}
     worst, worst_name = 1.0, ""
     for family in FAMILIES + ["natural"]:
         subset = [q["path"] for q in queries if q["family"] == family]
+        if not subset:
+            continue
         delta = (summary({p: scores[p] for p in subset}, relevant, database)["mAP"]
                  - summary({p: base[p] for p in subset}, relevant, database)["mAP"])
         if delta < worst:
