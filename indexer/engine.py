@@ -148,6 +148,8 @@ class Engine:
                                  f"{expected} features, the encoder is {actual}")
             if s.chamfer_mix is not None:
                 net.chamfer_mix = s.chamfer_mix
+            if s.comparator is not None:
+                net.comparator = s.comparator
         net.compute_dtype = self._rerank_dtype()
         return net.to(self.device).eval()
 
@@ -385,7 +387,7 @@ class Engine:
             scores_v, f2f_v = self.network.similarity(view.to(self.device), [targets[j] for j in chosen])
             for j, score, sim in zip(chosen, scores_v.cpu().numpy(), f2f_v):
                 fine[j], f2f[j] = score, sim
-        if self.network.learned:
+        if self.network.uses_comparator:
             fine = (fine + 1) / 2  # Hardtanh output in [-1, 1] -> [0, 1], the scale training uses (affine: same ranking)
         t3 = time.perf_counter()
         timings["rerank"] = (t3 - t2) * 1000
@@ -440,9 +442,10 @@ class Engine:
         return {
             "data": str(self.data), "videos": store.count(), "frames": frames,
             "video_hours": round(total_duration / 3600, 4), "model_version": self.model_version,
-            "similarity": "learned" if self.checkpoint_path else "chamfer",
+            "similarity": self.network.mode,
             "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
             "chamfer_mix": self.network.chamfer_mix if self.checkpoint_path else None,
+            "comparator": self.network.comparator if self.checkpoint_path else None,
             "coarse_index": coarse_kind, "device": str(self.device),
             **store.sizes(), "faiss_bytes": faiss_bytes,
         }

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     chamfer_mix: float | None = Field(None, ge=0.0, le=1.0, description="share of the training-free Chamfer score "
                                       "in a checkpoint's score (0: the paper's learned score alone); unset: the "
                                       "checkpoint's own value")
+    comparator: bool | None = Field(None, description="false: score a checkpoint's attended features with the "
+                                    "training-free Chamfer instead of its comparator CNN (true: the paper's "
+                                    "network); unset: the checkpoint's own choice")
     rerank_precision: str = Field("auto", description="auto (bfloat16 on CPU when a start-up probe finds it faster), float32, bfloat16")
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03

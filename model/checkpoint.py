@@ -61,7 +61,8 @@ def load_similarity(path: str | Path, **overrides: Any) -> tuple[HAPVRSimilarity
     config = dict(meta.get("config") or {})
     config.update(overrides)
     net = HAPVRSimilarity(dims=dims, learned=True, **{k: v for k, v in config.items()
-                                                      if k in ("f2f_topk_rate", "v2v_topk_rate", "chamfer_mix")})
+                                                      if k in ("f2f_topk_rate", "v2v_topk_rate", "chamfer_mix",
+                                                               "comparator")})
     net.load_state_dict({k: state[k] for k in REQUIRED}, strict=True)
     return net.eval(), meta
 
@@ -74,7 +75,7 @@ def save_similarity(net: HAPVRSimilarity, path: str | Path, encoder_version: str
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "config": {"f2f_topk_rate": net.f2f_topk_rate, "v2v_topk_rate": net.v2v_topk_rate,
-                   "chamfer_mix": net.chamfer_mix},
+                   "chamfer_mix": net.chamfer_mix, "comparator": net.comparator},
         "encoder_version": encoder_version,
         **extra,
     }

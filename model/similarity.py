@@ -8,6 +8,8 @@ official `symmetric=False`).
 Without a trained checkpoint the learned parts are meaningless, so the
 network then runs in ``chamfer`` mode: no attention, no comparator, score =
 TopK-Chamfer of S^F. That is the "untrained Chamfer similarity" baseline.
+A trained network with ``comparator=False`` runs in ``attention`` mode: its
+attention, then that same TopK-Chamfer (not in the paper; see `comparator`).
 """
 from __future__ import annotations
 
@@ -137,7 +139,7 @@ class HAPVRSimilarity(nn.Module):
 
     def __init__(self, dims: int = 512, f2f_topk_rate: float = 0.1, v2v_topk_rate: float = 0.03,
                  learned: bool = True, min_frames: int = MIN_FRAMES, target_chunk: int = TARGET_CHUNK,
-                 chamfer_mix: float = 0.0):
+                 chamfer_mix: float = 0.0, comparator: bool = True):
         super().__init__()
         if not 0.0 <= chamfer_mix <= 1.0:
             raise ValueError(f"chamfer_mix must lie in [0, 1], got {chamfer_mix}")
@@ -152,6 +154,11 @@ class HAPVRSimilarity(nn.Module):
         #: cuts weak evidence to one floor value; the Chamfer share keeps such pairs graded, which is
         #: what a score threshold and μAP need (docs/TRAINING.md, "Mixing in the Chamfer score")
         self.chamfer_mix = chamfer_mix
+        #: not in the paper (True = the paper's network): False keeps a trained network's attention and
+        #: scores its attended S^F with the training-free temporal TopK-Chamfer instead of the comparator
+        #: CNN. Training always uses the comparator; this is an inference choice, made on validation
+        #: queries (docs/TRAINING.md, "Attention without the comparator")
+        self.comparator = comparator
         self.attention = Attention(dims)
         self.comparator_module = VideoComparator()
         #: dtype of the region dot products at inference on CPU; bfloat16 halves the
@@ -160,7 +167,15 @@ class HAPVRSimilarity(nn.Module):
 
     @property
     def mode(self) -> str:
-        return "learned" if self.learned else "chamfer"
+        """chamfer (untrained), attention (trained attention, Chamfer video score) or learned (the paper's)."""
+        if not self.learned:
+            return "chamfer"
+        return "learned" if self.comparator else "attention"
+
+    @property
+    def uses_comparator(self) -> bool:
+        """Whether scores come from the comparator's Hardtanh, i.e. lie in [-1, 1] on its own scale."""
+        return self.learned and self.comparator
 
     # ----- ingestion
     def index_video(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -194,7 +209,7 @@ class HAPVRSimilarity(nn.Module):
 
     def video_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
         """B x Tq x Tt frame similarities -> B video scores (in [-1, 1] when learned)."""
-        if not self.learned:
+        if not self.uses_comparator:
             return self._chamfer_score(f2f, target_mask)
         b, tq, tt = f2f.shape
         mask = None

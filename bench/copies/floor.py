@@ -8,8 +8,9 @@ numbers of the "trained" column of `bench.copies.run`, without its peers and ind
 scoring time per query, then the negatives' quantiles, the lowest
 positives and how many negatives of any query outrank each of them: μAP pools all queries, so a
 positive that sits below thousands of other queries' negatives costs μAP even when its own query ranks
-it first (docs/TRAINING.md). `--parts` also scores each checkpoint's two learned parts alone: its
-attention followed by plain Chamfer, and its comparator on unattended features. `--ablation NAME=PATH`
+it first (docs/TRAINING.md). `--parts` also scores each checkpoint's learned parts alone: the paper's
+network (attention and comparator, no Chamfer share), its attention followed by plain Chamfer, and its
+comparator on unattended features. `--ablation NAME=PATH`
 (repeatable) also writes the "Training ablation" section of docs/BENCHMARKS.md from those checkpoints,
 the same table `bench.copies.run --ablation` writes, without re-running the search pipeline per query.
 """
@@ -83,13 +84,6 @@ def headline(scores: Scores, base: Scores, queries: list[dict]) -> str:
             f"worst family mAP vs untrained {worst:+.3f} ({family})")
 
 
-class _AttentionThenChamfer(HAPVRSimilarity):
-    """A checkpoint's attention, then plain TopK-Chamfer instead of its comparator (a diagnostic)."""
-
-    def video_score(self, f2f: torch.Tensor, target_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self._chamfer_score(f2f, target_mask)
-
-
 class _ComparatorOnly(HAPVRSimilarity):
     """A checkpoint's comparator on unattended region features (a diagnostic)."""
 
@@ -98,7 +92,7 @@ class _ComparatorOnly(HAPVRSimilarity):
 
 
 def _as(cls: type[HAPVRSimilarity], net: HAPVRSimilarity) -> HAPVRSimilarity:
-    part = cls(f2f_topk_rate=net.f2f_topk_rate, v2v_topk_rate=net.v2v_topk_rate)
+    part = cls(f2f_topk_rate=net.f2f_topk_rate, v2v_topk_rate=net.v2v_topk_rate, comparator=True)
     part.load_state_dict(net.state_dict())
     return part.eval()
 
@@ -122,8 +116,9 @@ def main() -> None:
         net = load_similarity(file, **({"chamfer_mix": float(share)} if share else {}))[0]
         nets[path] = net
         if args.parts:
-            nets[f"{path}: attention + Chamfer"] = _as(_AttentionThenChamfer, net)
-            nets[f"{path}: comparator, no attention"] = _as(_ComparatorOnly, net)
+            nets[f"{file}: the paper's network alone"] = load_similarity(file, comparator=True, chamfer_mix=0.0)[0]
+            nets[f"{file}: attention + Chamfer"] = load_similarity(file, comparator=False, chamfer_mix=0.0)[0]
+            nets[f"{file}: comparator, no attention"] = _as(_ComparatorOnly, net)
     ablation = dict(item.split("=", 1) for item in args.ablation)
     for name, path in ablation.items():
         nets[name] = load_similarity(path)[0]

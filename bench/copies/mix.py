@@ -1,17 +1,19 @@
-"""Choose how much training-free Chamfer a checkpoint's score mixes in:
-`python -m bench.copies.mix CKPT --fold FOLD_CKPT [--write]`.
+"""Choose how a checkpoint scores a pair: `python -m bench.copies.mix CKPT --fold FOLD0 [--fold FOLD1] [--write]`.
 
-A learned network's score at inference is `(1 - m) * learned + m * Chamfer` (`model.similarity`,
-`chamfer_mix`; docs/TRAINING.md, "Mixing in the Chamfer score"). The share m is chosen on
-*validation* queries, never on test ones: the benchmark's edit families applied to the train clips of
-`bench.copies.split.validation_originals`, scored with FOLD_CKPT, a network trained by the same
-command as CKPT on the other train clips (`python -m bench.copies.split fold-train`). Validating on
-clips the network was trained on would reward memorising them: there the learned score wins by 0.05
-μAP, on unseen clips it loses. For each m of the grid this prints mAP / μAP on validation and, for the
-record only, CKPT's on test; it picks the m with the best sum of validation mAP and μAP among those
-that lose no family more than 0.02 validation mAP against plain Chamfer, and `--write` stores it in
-CKPT's config (written atomically), which the engine then uses. Scores are computed once per
-similarity and mixed afterwards: the network's mix is exactly this weighted sum
+Two inference choices that are not in the paper (model.similarity; docs/TRAINING.md): the video
+*head*, the comparator CNN (the paper's) or the training-free temporal TopK-Chamfer on the attended
+S^F (`comparator=False`: "attention"), and the Chamfer share m, so that the score is
+`(1 - m) * head + m * Chamfer of the unattended features` (`chamfer_mix`). Both are chosen on
+*validation* queries, never on test ones. Fold I (`--fold`, I = 0, 1 in the order given) is a
+network trained by the same command as CKPT on `python -m bench.copies.split fold-train I`, and it
+scores the benchmark's edit families applied to the train clips it did not see
+(`bench.copies.split.validation_originals(I)`); validation is the mean over the folds given.
+Validating on clips the network was trained on would reward memorising them (there the learned score
+leads plain Chamfer by 0.05 μAP, far more than on unseen clips). For each head and m of the grid this prints mAP / μAP on validation
+and, for the record only, CKPT's on test; it picks the pair with the best sum of validation mAP and
+μAP among those that lose no family more than 0.02 validation mAP against plain Chamfer in any fold, and
+`--write` stores it in CKPT's config (written atomically), which the engine then uses. Scores are
+computed once per head and mixed afterwards: the network's mix is exactly this weighted sum
 (tests/test_similarity.py).
 """
 from __future__ import annotations
@@ -43,43 +45,77 @@ def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, flo
     return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": min(0.0, worst_family(queries, scores, base)[0])}
 
 
-def choose(rows: dict[float, dict[str, float]]) -> float:
-    """The share with the best mean of mAP and μAP among those within MAX_FAMILY_LOSS on every family."""
-    allowed = [m for m, r in rows.items() if r["worst"] >= -MAX_FAMILY_LOSS] or [1.0]
-    return max(allowed, key=lambda m: (rows[m]["mAP"] + rows[m]["uAP"], -m))
+HEADS = ("comparator", "attention")  # the paper's video score; the attention then training-free Chamfer
+
+
+def choose(rows: dict[tuple[str, float], dict[str, float]]) -> tuple[str, float]:
+    """The (head, share) with the best sum of mAP and μAP among those within MAX_FAMILY_LOSS on every
+    family; ties go to the paper's comparator, then to the smaller share."""
+    allowed = [key for key, r in rows.items() if r["worst"] >= -MAX_FAMILY_LOSS] or [("comparator", 1.0)]
+    return max(allowed, key=lambda key: (rows[key]["mAP"] + rows[key]["uAP"], key[0] == "comparator", -key[1]))
+
+
+def with_head(net: HAPVRSimilarity, head: str) -> HAPVRSimilarity:
+    """`net` (share 0) scoring with its comparator or with its attention then Chamfer (same weights)."""
+    net.comparator = head == "comparator"
+    return net
+
+
+def validation_sets(folds: list[str]) -> list[tuple[str, list[dict]]]:
+    """(fold checkpoint, its validation queries) per fold: fold i validates on `validation_originals(i)`."""
+    return [(path, build_queries(originals=split.validation_originals(i), folder="validation" + (f"-{i}" if i else "")))
+            for i, path in enumerate(folds)]
+
+
+def score_table(path: str, queries: list[dict], engine) -> dict[tuple[str, float], dict[str, float]]:
+    """evaluate() of checkpoint `path` at every head and share of the grid on `queries`."""
+    db, feats = load_features(engine, queries)
+    base = score_all(HAPVRSimilarity(learned=False), queries, db, feats)
+    table = {}
+    for head in HEADS:
+        learned = score_all(with_head(load_similarity(path, chamfer_mix=0.0)[0], head), queries, db, feats)
+        table.update({(head, m): evaluate(mixed(learned, base, m), base, queries) for m in GRID})
+    return table
+
+
+def mean_over_folds(tables: list[dict]) -> dict[tuple[str, float], dict[str, float]]:
+    """Mean mAP and μAP over the folds, and the worst family loss of any fold."""
+    return {key: {"mAP": float(np.mean([t[key]["mAP"] for t in tables])),
+                  "uAP": float(np.mean([t[key]["uAP"] for t in tables])),
+                  "worst": min(t[key]["worst"] for t in tables)} for key in tables[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", help="the network to ship (trained on every train clip)")
-    parser.add_argument("--fold", required=True, help="the same training on `bench.copies.split fold-train`")
-    parser.add_argument("--write", action="store_true", help="store the chosen share in the checkpoint")
+    parser.add_argument("--fold", action="append", required=True,
+                        help="the same training on `bench.copies.split fold-train I`, for I = 0, 1 in order")
+    parser.add_argument("--write", action="store_true", help="store the chosen head and share in the checkpoint")
     args = parser.parse_args()
+    if len(args.fold) > split.FOLDS:
+        parser.error(f"at most {split.FOLDS} folds")
     torch.set_num_threads(2)
-    net, meta = load_similarity(args.checkpoint, chamfer_mix=0.0)
-    fold = load_similarity(args.fold, chamfer_mix=0.0)[0]
-    chamfer = HAPVRSimilarity(learned=False, f2f_topk_rate=net.f2f_topk_rate, v2v_topk_rate=net.v2v_topk_rate)
     engine = cached_engine("db-raw", use_checkpoint=False)
-    sets = {"validation": (fold, build_queries(originals=split.validation_originals(), folder="validation")),
-            "test": (net, build_queries())}
-    table: dict[str, dict[float, dict[str, float]]] = {}
-    for name, (learned_net, queries) in sets.items():
-        db, feats = load_features(engine, queries)
-        base, learned = (score_all(n, queries, db, feats) for n in (chamfer, learned_net))
-        table[name] = {m: evaluate(mixed(learned, base, m), base, queries) for m in GRID}
-    best = choose(table["validation"])
-    print(f"{'Chamfer share':>13} | validation (fold) mAP  μAP  worst family | test mAP  μAP  worst family")
-    for m in GRID:
-        v, t = table["validation"][m], table["test"][m]
-        mark = "  <- chosen on validation" if m == best else ""
-        print(f"{m:13.1f} | {v['mAP']:.4f} {v['uAP']:.4f} {v['worst']:+.3f}        | {t['mAP']:.4f} {t['uAP']:.4f} "
-              f"{t['worst']:+.3f}{mark}")
-    print("(share 1.0 is plain Chamfer, the untrained similarity; 0.0 is the learned network alone)")
+    folds = [score_table(path, queries, engine) for path, queries in validation_sets(args.fold)]
+    validation, test = mean_over_folds(folds), score_table(args.checkpoint, build_queries(), engine)
+    best = choose(validation)
+    per_fold = "".join(f" fold {i} mAP  μAP |" for i in range(len(folds)))
+    print(f"{'head':>10} {'share':>5} | validation mAP  μAP  worst |{per_fold} test mAP  μAP  worst family")
+    for key in validation:
+        v, t = validation[key], test[key]
+        cells = "".join(f"      {f[key]['mAP']:.4f} {f[key]['uAP']:.4f} |" for f in folds)
+        mark = "  <- chosen on validation" if key == best else ""
+        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {v['worst']:+.3f} |{cells} "
+              f"    {t['mAP']:.4f} {t['uAP']:.4f} {t['worst']:+.3f}{mark}")
+    print("(share 1.0 is plain Chamfer, the untrained similarity; comparator at 0.0 is the paper's learned network "
+          "alone; attention at 0.0 is its attention followed by plain Chamfer; validation is the mean of the folds, "
+          "its worst family the worst of any fold)")
     if args.write:
-        net.chamfer_mix = best
+        net, meta = load_similarity(args.checkpoint)
+        net.comparator, net.chamfer_mix = best[0] == "comparator", best[1]
         extra = {k: v for k, v in meta.items() if k not in ("config", "encoder_version") and v is not None}
         save_similarity(net, Path(args.checkpoint), encoder_version=meta.get("encoder_version") or "", **extra)
-        print(f"wrote chamfer_mix {best} into {args.checkpoint}")
+        print(f"wrote comparator {net.comparator}, chamfer_mix {best[1]} into {args.checkpoint}")
 
 
 if __name__ == "__main__":

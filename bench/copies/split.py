@@ -44,20 +44,27 @@ def train_split(root: Path = SHARED) -> list[str]:
     return [name for name in all_clips(root) if name not in held]
 
 
-def validation_originals() -> list[str]:
+FOLDS = 2
+
+
+def validation_originals(fold: int = 0) -> list[str]:
     """Train clips held out of a fold's training so that their edited copies can validate a choice
     (`bench.copies.mix`) on videos the network has not seen, never on test ones: every other clip of the
-    train clips of varied content plus two of the one-room ASL clips. The `face-demographics` and
-    `head-pose` clips are never held out: they are cuts of one another, related without being labelled so."""
+    train clips of varied content (fold 0 the even ones, fold 1 the odd ones) plus two of the one-room
+    ASL clips (different ones per fold). The `face-demographics` and `head-pose` clips are never held
+    out: they are cuts of one another, related without being labelled so."""
+    if not 0 <= fold < FOLDS:
+        raise ValueError(f"fold must be 0-{FOLDS - 1}, got {fold}")
     train = train_split()
     varied = [n for n in train if not n.startswith(("intel__asl", "intel__preview_face-demographics",
                                                     "intel__preview_head-pose"))]
-    return sorted(varied[::2] + [n for n in train if n.startswith("intel__asl")][:2])
+    asl = [n for n in train if n.startswith("intel__asl")]
+    return sorted(varied[fold::FOLDS] + asl[2 * fold:2 * fold + 2])
 
 
-def fold_train() -> list[str]:
-    """The train clips without the validation originals: what a validation fold is trained on."""
-    held = set(validation_originals())
+def fold_train(fold: int = 0) -> list[str]:
+    """The train clips without fold `fold`'s validation originals: what that validation fold is trained on."""
+    held = set(validation_originals(fold))
     return [n for n in train_split() if n not in held]
 
 
@@ -69,8 +76,9 @@ def same_content(name: str) -> set[str]:
     return {name}
 
 
-if __name__ == "__main__":  # `python -m bench.copies.split train|fold-train|test`: paths, for `hapvr train`
+if __name__ == "__main__":  # `python -m bench.copies.split train|fold-train [FOLD]|test`: paths, for `hapvr train`
     import sys
 
-    names = {"train": train_split, "fold-train": fold_train, "test": test_split}[(sys.argv[1:] or ["test"])[0]]()
-    print("\n".join(str(SHARED / "permissive" / n) for n in names))
+    args = sys.argv[1:] or ["test"]
+    pick = {"train": train_split, "test": test_split, "fold-train": lambda: fold_train(int(args[1]) if args[1:] else 0)}
+    print("\n".join(str(SHARED / "permissive" / n) for n in pick[args[0]]()))
