@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bench.copies import split
-from bench.copies.floor import load_features, score_all
+from bench.copies.floor import embed_queries, load_database, score_all
 from bench.copies.run import build_queries, worst_family
 from bench.engine_speed import decode_only, timed
 from bench.metrics import summary
@@ -69,7 +69,7 @@ def indexing_ratio(engine: Engine, work: Path) -> tuple[float, float]:
 
 
 def accuracy(engine: Engine, queries: list[dict]) -> dict[str, dict[str, float]]:
-    return score_all(HAPVRSimilarity(learned=False), queries, *load_features(engine, queries))
+    return score_all(HAPVRSimilarity(learned=False), queries, load_database(engine), embed_queries(engine, queries))
 
 
 def main() -> None:

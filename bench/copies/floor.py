@@ -33,13 +33,17 @@ from model.similarity import HAPVRSimilarity
 Scores = dict[str, dict[str, float]]
 
 
-def load_features(engine: Engine, queries: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(database clip -> features, query path -> features) from `engine`, indexing every database clip first."""
+def load_database(engine: Engine) -> dict[str, torch.Tensor]:
+    """database clip -> features from `engine`, indexing every database clip first."""
     for name in split.all_clips():
         engine.index(split.SHARED / "permissive" / name)
-    db = {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
-          for r in engine.store.list(limit=10**6)}
-    return db, {q["path"]: engine.embed(q["path"]).features.float() for q in queries}
+    return {Path(r.source).name: torch.from_numpy(np.array(engine.store.load_features(r.id))).float()
+            for r in engine.store.list(limit=10**6)}
+
+
+def embed_queries(engine: Engine, queries: list[dict]) -> dict[str, torch.Tensor]:
+    """query path -> features from `engine`."""
+    return {q["path"]: engine.embed(q["path"]).features.float() for q in queries}
 
 
 def score_all(net: HAPVRSimilarity, queries: list[dict], db: dict[str, torch.Tensor],
@@ -92,7 +96,7 @@ class _ComparatorOnly(HAPVRSimilarity):
 
 
 def _as(cls: type[HAPVRSimilarity], net: HAPVRSimilarity) -> HAPVRSimilarity:
-    part = cls(f2f_topk_rate=net.f2f_topk_rate, v2v_topk_rate=net.v2v_topk_rate, comparator=True)
+    part = cls(f2f_topk_rate=net.f2f_topk_rate, v2v_topk_rate=net.v2v_topk_rate)
     part.load_state_dict(net.state_dict())
     return part.eval()
 
@@ -109,7 +113,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     queries = build_queries()
-    db, query_feats = load_features(cached_engine("db-raw", use_checkpoint=False), queries)
+    engine = cached_engine("db-raw", use_checkpoint=False)
+    db, query_feats = load_database(engine), embed_queries(engine, queries)
     nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
     for path in args.checkpoints:
         file, _, share = path.partition("@")  # PATH@M scores the checkpoint with Chamfer share M

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from bench.copies import split
-from bench.copies.floor import Scores, load_features, score_all
+from bench.copies.floor import Scores, embed_queries, load_database, score_all
 from bench.copies.run import build_queries, cached_engine, worst_family
 from bench.metrics import summary
+from indexer.engine import Engine
 from model.checkpoint import load_similarity, save_similarity
 from model.similarity import HAPVRSimilarity
 
@@ -56,25 +57,21 @@ def choose(rows: dict[tuple[str, float], dict[str, float]]) -> tuple[str, float]
     return max(allowed, key=lambda key: (rows[key]["mAP"] + rows[key]["uAP"], key[0] == "comparator", -key[1]))
 
 
-def with_head(net: HAPVRSimilarity, head: str) -> HAPVRSimilarity:
-    """`net` (share 0) scoring with its comparator or with its attention then Chamfer (same weights)."""
-    net.comparator = head == "comparator"
-    return net
-
-
 def validation_sets(folds: list[str]) -> list[tuple[str, list[dict]]]:
     """(fold checkpoint, its validation queries) per fold: fold i validates on `validation_originals(i)`."""
     return [(path, build_queries(originals=split.validation_originals(i), folder="validation" + (f"-{i}" if i else "")))
             for i, path in enumerate(folds)]
 
 
-def score_table(path: str, queries: list[dict], engine) -> dict[tuple[str, float], dict[str, float]]:
-    """evaluate() of checkpoint `path` at every head and share of the grid on `queries`."""
-    db, feats = load_features(engine, queries)
+def score_table(path: str, queries: list[dict], engine: Engine,
+                db: dict[str, torch.Tensor]) -> dict[tuple[str, float], dict[str, float]]:
+    """evaluate() of checkpoint `path` at every head and share of the grid on `queries` against `db`."""
+    feats = embed_queries(engine, queries)
     base = score_all(HAPVRSimilarity(learned=False), queries, db, feats)
     table = {}
     for head in HEADS:
-        learned = score_all(with_head(load_similarity(path, chamfer_mix=0.0)[0], head), queries, db, feats)
+        net = load_similarity(path, chamfer_mix=0.0, comparator=head == "comparator")[0]
+        learned = score_all(net, queries, db, feats)
         table.update({(head, m): evaluate(mixed(learned, base, m), base, queries) for m in GRID})
     return table
 
@@ -101,8 +98,9 @@ def main() -> None:
         parser.error(f"at most {split.FOLDS} folds")
     torch.set_num_threads(2)
     engine = cached_engine("db-raw", use_checkpoint=False)
-    folds = [score_table(path, queries, engine) for path, queries in validation_sets(args.fold)]
-    validation, test = mean_over_folds(folds), score_table(args.checkpoint, build_queries(), engine)
+    db = load_database(engine)
+    folds = [score_table(path, queries, engine, db) for path, queries in validation_sets(args.fold)]
+    validation, test = mean_over_folds(folds), score_table(args.checkpoint, build_queries(), engine, db)
     best = choose(validation)
     per_fold = "".join(f" fold {i} mAP  μAP |" for i in range(len(folds)))
     print(f"{'head':>10} {'share':>5} | validation mAP  μAP  worst family  |{per_fold} test mAP  μAP  worst family")
