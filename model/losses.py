@@ -13,9 +13,11 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -96,6 +98,30 @@ class PooledQuadLinearAP(nn.Module):
         scores, pos = similarities[off], (labels > 0)[off]
         ap = _ap_terms(scores.unsqueeze(0), pos.unsqueeze(0), ~pos.unsqueeze(0), self.sigma, self.rho)
         return 1.0 - ap.mean()
+
+
+def graded_negatives(similarities: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor,
+                     margin: float = 0.05, tau: float = 0.01) -> torch.Tensor:
+    """Logistic ranking loss over every two negative pairs of the batch that a training-free `reference`
+    score (N x N, like `similarities` and labels Y) orders by more than `margin`: log(1 + exp(-d / tau)),
+    d the learned score of the pair that the reference ranks higher minus that of the other, divided by
+    log 2, so that a tie (a floor) costs 1 and a difference of a few tau costs about 0.
+
+    Not part of HAP-VR. The comparator learns to cut weak evidence to one floor value, because every
+    loss of the paper compares scores within a batch and a floor ranks negatives below positives just as
+    well as a graded score. Across queries (μAP, a score threshold) the floor is a tie: a weak positive
+    of one query sits among thousands of other queries' negatives (docs/TRAINING.md). This term asks the
+    negatives to keep the order that the training-free Chamfer gives them, whatever their spread, so
+    that weak evidence stays graded; it never touches positives, which the AP terms lift.
+    """
+    n = similarities.shape[0]
+    neg = (labels <= 0) & ~torch.eye(n, dtype=torch.bool, device=similarities.device)
+    x, r = similarities[neg], reference[neg].to(similarities.dtype)
+    ordered = (r[:, None] - r[None, :]) > margin  # (a, b): the reference ranks a above b
+    if not bool(ordered.any()):
+        return similarities.sum() * 0.0
+    d = (x[:, None] - x[None, :])[ordered]
+    return F.softplus(-d / tau).mean() / math.log(2.0)
 
 
 def pseudo_labels(teacher: torch.Tensor, top_rate: float = 0.35, bottom_rate: float = 0.35,
@@ -197,6 +223,7 @@ class LossWeights:
     sshn: float = 3.0
     reg: float = 1.0
     pooled_ap: float = 0.0  # not in the paper (PooledQuadLinearAP); 0 = the official recipe
+    graded: float = 0.0  # not in the paper (graded_negatives); 0 = the official recipe
 
 
 class HAPVRLoss(nn.Module):
@@ -213,7 +240,10 @@ class HAPVRLoss(nn.Module):
         self.pooled_ap = pooled_ap or PooledQuadLinearAP()
 
     def forward(self, f2f: torch.Tensor, video_sim: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor,
-                teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                teacher: torch.Tensor | None = None, reference: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`reference`: the training-free video scores of the same pairs, needed when the graded weight is
+        not 0."""
         w = self.weights
         terms: dict[str, torch.Tensor] = {"nce": info_nce(video_sim, labels, self.temperature)}
         hn, self_loss = sshn(video_sim, labels)
@@ -223,6 +253,10 @@ class HAPVRLoss(nn.Module):
             terms["video_ap"] = self.video_ap(video_sim, labels)
         if w.pooled_ap:
             terms["pooled_ap"] = self.pooled_ap(video_sim, labels)
+        if w.graded:
+            if reference is None:
+                raise ValueError("the graded-negatives term needs the training-free reference scores")
+            terms["graded"] = graded_negatives(video_sim, reference, labels)
         if w.frame_ap and teacher is not None:
             terms["frame_ap"] = self.frame_ap(f2f, teacher, labels)
         total = sum(getattr(w, name) * value for name, value in terms.items())

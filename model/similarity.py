@@ -309,6 +309,16 @@ class HAPVRSimilarity(nn.Module):
         return out  # type: ignore[return-value]
 
     # ----- training
+    @torch.no_grad()
+    def chamfer_all_pairs(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-free video scores (Chamfer of the unattended features) of every ordered pair of a
+        batch N x T x R x D -> N x N: the reference of the graded-negatives term (`model.losses`)."""
+        n, t, r, d = x.shape
+        flat = F.normalize(x.float(), dim=-1).reshape(n * t * r, d)
+        region = (flat @ flat.T).view(n, t, r, n, t, r).permute(0, 3, 1, 4, 2, 5)
+        f2f = topk_chamfer(region, self.f2f_topk_rate)  # N x N x T x T
+        return topk_chamfer(f2f, self.v2v_topk_rate)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All-pairs similarity of a training batch N x T x R x D.
 

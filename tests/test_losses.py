@@ -217,3 +217,29 @@ def test_pooled_ap_sees_what_the_per_query_ap_cannot():
     assert sims.grad[1, 0] < 0 and sims.grad[0, 2] > 0  # raise the weak positive, lower the other row's negative
     well_ranked = torch.tensor([[1.0, 0.9, 0.2], [0.8, 1.0, 0.1], [0.2, 0.0, 1.0]])
     assert float(PooledQuadLinearAP(0.05, 0.1)(well_ranked, labels)) < 1e-6
+
+
+def test_graded_negatives_asks_for_the_reference_order_of_negatives_only():
+    """The graded term ranks negative pairs by the reference: about 0 for any increasing map of the
+    reference, 1 for a floor (every negative equal), large for the reverse order, blind to positives,
+    and its gradient spreads floored negatives apart in the reference's order."""
+    from model.losses import graded_negatives
+
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0],
+                           [0.0, 0.0, 0.0, 1.0]])
+    reference = torch.tensor([[0.9, 0.5, 0.1, 0.3], [0.5, 0.9, 0.2, 0.0], [0.1, 0.2, 0.9, 0.4],
+                              [0.3, 0.0, 0.4, 0.9]])
+    increasing = 0.5 + 4.0 * reference + reference ** 3
+    assert float(graded_negatives(increasing, reference, labels)) < 1e-3
+    assert float(graded_negatives(1 - reference, reference, labels)) > 5.0
+    changed_positives = increasing.clone()
+    changed_positives[0, 1] = changed_positives[1, 0] = -5.0
+    changed_positives.fill_diagonal_(7.0)
+    assert float(graded_negatives(changed_positives, reference, labels)) < 1e-3
+    floor = torch.full((4, 4), 0.3, requires_grad=True)
+    loss = graded_negatives(floor, reference, labels)
+    assert float(loss.detach()) == pytest.approx(1.0, abs=1e-6)
+    loss.backward()
+    # descending the gradient raises the negative the reference ranks highest (2-3: 0.4), lowers the lowest (1-3: 0.0)
+    assert floor.grad[2, 3] < 0 < floor.grad[1, 3]
+    assert floor.grad[0, 1] == 0 and floor.grad[0, 0] == 0

@@ -107,6 +107,28 @@ def test_attention_lr_and_pooled_ap_are_honoured(small, tmp_path):
     assert 0.0 <= first["pooled_ap"] <= 1.0
 
 
+def test_graded_term_uses_the_training_free_scores_of_the_batch(small, tmp_path):
+    """--graded adds its term, computed against the untrained Chamfer of the same unattended clips."""
+    from model.losses import graded_negatives
+    from model.similarity import HAPVRSimilarity
+
+    config, cache, _ = small
+    cfg = TrainConfig(**{**config.__dict__, "steps": 2, "graded": 2.0})
+    clips, labels, _ = make_batch(cache, cfg, step=0)
+    torch.manual_seed(cfg.seed)
+    net = HAPVRSimilarity()
+    reference = net.chamfer_all_pairs(clips)
+    plain = HAPVRSimilarity(learned=False)
+    for i in range(2):  # the reference is exactly what the training-free similarity scores at inference
+        scores, _ = plain.similarity(clips[i], [clips[j] for j in range(len(clips))])
+        assert torch.allclose(reference[i], scores, atol=1e-5)
+    with torch.no_grad():
+        expected = float(graded_negatives(net(clips)[1], reference, labels))
+    train(cache, cfg, tmp_path / "s.pt", tmp_path / "l.jsonl", progress=False)
+    first = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
+    assert first["graded"] == pytest.approx(expected, abs=1e-4)
+
+
 def test_augmentations_and_batches_are_deterministic(small):
     config, cache, _ = small
     frames = np.random.default_rng(0).integers(0, 255, (3, 120, 160, 3), dtype=np.uint8)
@@ -142,7 +164,7 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     clips, labels, teacher = make_batch(cache, config, 0)
     assert teacher.shape == (4, 8, 384)
     assert torch.allclose(teacher.norm(dim=-1), torch.ones(4, 8), atol=1e-2)
-    net = train(cache, config, tmp_path / "s.pt", tmp_path / "l.jsonl", progress=False)
+    train(cache, config, tmp_path / "s.pt", tmp_path / "l.jsonl", progress=False)
     assert "frame_ap" in json.loads((tmp_path / "l.jsonl").read_text().splitlines()[-1])
     with pytest.raises(ValueError, match="dino-weights"):
         build_cache([clip("intel__asl_again.mkv")], encoder, tmp_path / "d",
