@@ -84,8 +84,9 @@ def headline(scores: Scores, base: Scores, queries: list[dict]) -> str:
     relevant = {q["path"]: set(q["relevant"]) for q in queries}
     overall = summary(scores, relevant, split.all_clips())
     worst, family = worst_family(queries, scores, base)
+    change = f"{worst:+.3f} ({family})" if worst < 0 else "none worse"
     return (f"mAP {overall['mAP']:.4f}, μAP {overall['uAP']:.4f}, R@1 {overall['R@1']:.3f}; "
-            f"worst family mAP vs untrained {worst:+.3f} ({family})")
+            f"worst family mAP vs untrained {change}")
 
 
 class _ComparatorOnly(HAPVRSimilarity):
