@@ -7,8 +7,8 @@ Practical on a 2-core CPU because the frozen encoder runs once per cached view, 
    with a temporal transform (re-indexing cached features: exact), video-in-video (cached pixel views,
    or approximated on the region grid with --viv-views 0), labels Y = 1[L0 L0^T > 0], teacher frame
    features for the pseudo-labels, and the total loss of the paper (plus the pooled AP term of
-   `model.losses.PooledQuadLinearAP` when --pooled-ap > 0, off by default). AdamW, linear warm-up then
-   cosine decay, per step.
+   `model.losses.PooledQuadLinearAP` when --pooled-ap > 0 and of `model.losses.graded_negatives` when
+   --graded > 0, both off by default). AdamW, linear warm-up then cosine decay, per step.
 Batches are a pure function of (seed, step), so `--resume` continues exactly.
 """
 from __future__ import annotations
