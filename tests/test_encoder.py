@@ -200,6 +200,38 @@ def test_int8_ranges_from_the_cli_quantize_end_to_end(tmp_path, frames, monkeypa
     assert not (tmp_path / "none.json").exists()
 
 
+def test_learn_pca_from_the_cli_whitens_real_regions_and_feeds_an_encoder(tmp_path, frames, monkeypatch):
+    """`hapvr learn-pca` on real clips writes an orthonormal, variance-ordered PCA that whitens the region
+    vectors it was learnt from, and an encoder built on it gives unit vectors of its dims, with a version
+    of its own; no frames: exit 2 and no file."""
+    from indexer.cli import main
+    from model.encoder import EncoderConfig, FrameEncoder
+    from model.learn_pca import collect_regions
+    from model.pca import load_pca_params
+
+    monkeypatch.setenv("HAPVR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "pca.npz"
+    assert main(["learn-pca", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")), "--out", str(out),
+                 "--dims", "32", "--fps", "1", "--quiet"]) == 0
+    params = load_pca_params(out)
+    v, d = params["V"].astype(np.float64), params["d"]
+    assert v.shape[1] == 32 and np.all(np.diff(d) <= 0) and d[-1] > 0
+    assert np.allclose(v.T @ v, np.eye(32), atol=1e-4)
+    raw = FrameEncoder(EncoderConfig(), runtime="onnx", cache_dir=tmp_path / "cache", with_pca=False)
+    assert v.shape[0] == raw.channels
+    regions = collect_regions(raw, [np.stack(frames[0]), np.stack(frames[1])])  # frames it was learnt from
+    whitened = (regions - params["mean"]) @ v / np.sqrt(d)
+    spread = whitened.var(axis=0)
+    assert 0.3 < spread[:8].min() and spread[:8].max() < 3.0  # the top components: about unit variance
+    enc = FrameEncoder(EncoderConfig(pca_path=out, dims=32), runtime="onnx", cache_dir=tmp_path / "cache")
+    feats = enc.encode(frames[0][:2])
+    assert feats.shape == (2, 9, 32) and torch.allclose(feats.float().norm(dim=-1), torch.ones(2, 9), atol=1e-3)
+    assert enc.version != FrameEncoder(EncoderConfig(), runtime="onnx", cache_dir=tmp_path / "cache").version
+    (tmp_path / "empty").mkdir()
+    assert main(["learn-pca", str(tmp_path / "empty"), "--out", str(tmp_path / "none.npz"), "--quiet"]) == 2
+    assert not (tmp_path / "none.npz").exists()
+
+
 def test_int8_is_refused_where_it_cannot_run(tmp_path):
     from model.encoder import EncoderConfig, FrameEncoder
 
