@@ -309,15 +309,18 @@ class HAPVRSimilarity(nn.Module):
         return out  # type: ignore[return-value]
 
     # ----- training
+    def _all_pairs_f2f(self, x: torch.Tensor) -> torch.Tensor:
+        """S^F of every ordered pair of a batch N x T x R x D -> N x N x T x T (one region product)."""
+        n, t, r, d = x.shape
+        flat = x.reshape(n * t * r, d)
+        region = (flat @ flat.T).view(n, t, r, n, t, r).permute(0, 3, 1, 4, 2, 5)
+        return topk_chamfer(region, self.f2f_topk_rate)
+
     @torch.no_grad()
     def chamfer_all_pairs(self, x: torch.Tensor) -> torch.Tensor:
         """Training-free video scores (Chamfer of the unattended features) of every ordered pair of a
         batch N x T x R x D -> N x N: the reference of the graded-negatives term (`model.losses`)."""
-        n, t, r, d = x.shape
-        flat = F.normalize(x.float(), dim=-1).reshape(n * t * r, d)
-        region = (flat @ flat.T).view(n, t, r, n, t, r).permute(0, 3, 1, 4, 2, 5)
-        f2f = topk_chamfer(region, self.f2f_topk_rate)  # N x N x T x T
-        return topk_chamfer(f2f, self.v2v_topk_rate)
+        return topk_chamfer(self._all_pairs_f2f(F.normalize(x.float(), dim=-1)), self.v2v_topk_rate)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All-pairs similarity of a training batch N x T x R x D.
@@ -328,9 +331,7 @@ class HAPVRSimilarity(nn.Module):
         """
         n, t = x.shape[:2]
         x = self.index_video(x, mask)
-        flat = x.reshape(n * t * x.shape[2], x.shape[3])
-        region = (flat @ flat.T).view(n, t, x.shape[2], n, t, x.shape[2]).permute(0, 3, 1, 4, 2, 5)
-        f2f = topk_chamfer(region, self.f2f_topk_rate)  # N x N x T x T
+        f2f = self._all_pairs_f2f(x)  # N x N x T x T
         pair_mask = None
         if mask is not None:
             m = mask.to(x.dtype)
