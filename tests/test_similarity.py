@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.checkpoint import load_similarity, save_similarity
-from model.similarity import HAPVRSimilarity, topk_chamfer
+from model.similarity import HAPVRSimilarity, RegionMax, topk_chamfer
 
 
 def test_topk_chamfer_k1_is_chamfer_and_k_all_is_mean():
@@ -92,6 +92,39 @@ def test_training_forward_shapes_and_masks():
     f2f_masked, _, _ = net(x2, mask)
     assert torch.all(f2f_masked[2, :, 5:, :] == 0) and torch.all(f2f_masked[:, 2, :, 5:] == 0)
     assert sum(p.numel() for p in net.parameters()) == 355_969
+
+
+@pytest.mark.parametrize("chunk", [28, 4, 1])
+def test_region_max_gives_the_values_and_gradient_of_the_full_region_product(chunk):
+    """The training batch's S^F: RegionMax against autograd through the full product and amax, in
+    float64 so that no two regions tie; 35 frames leave a partial last chunk at every chunk size."""
+    n, t, r, d = 5, 7, 9, 16
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n * t * r, d, generator=g, dtype=torch.float64)
+    weights = torch.randn(n * t * r, n * t, generator=g, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    reference = (a @ a.T).view(n * t * r, n * t, r).amax(-1)
+    best = RegionMax.apply(b, n * t, r, chunk)
+    (reference * weights).sum().backward()
+    (best * weights).sum().backward()
+    assert torch.equal(best, reference.detach()) or torch.allclose(best, reference, rtol=0, atol=1e-12)
+    assert torch.allclose(b.grad, a.grad, rtol=0, atol=1e-10)
+    first = b.grad.clone()
+    b.grad = None
+    (RegionMax.apply(b, n * t, r, chunk) * weights).sum().backward()
+    assert torch.equal(b.grad, first)  # deterministic
+
+
+def test_training_f2f_is_the_spatial_chamfer_of_every_ordered_pair():
+    """The fast path of the training forward (max over target regions) against frame_to_frame, which
+    scores one query against targets at inference."""
+    torch.manual_seed(1)
+    net = HAPVRSimilarity(learned=False)
+    x = torch.nn.functional.normalize(torch.randn(4, 6, 9, 64), dim=-1)
+    f2f = net._all_pairs_f2f(x)
+    with torch.no_grad():
+        for i in range(4):
+            assert torch.allclose(f2f[i], net.frame_to_frame(x[i], x), atol=1e-6)
 
 
 def official_state_dict(prefix: str = "", comparator: str = "comparator_module") -> dict[str, torch.Tensor]:
