@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps of 16, --pooled-ap 16, Chamfer share 0.3)=model/assets/hapvr_sim_cpu.pt"
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
+	$(BIN)/python -m bench.train_step
 
 # the training ablation of issue #6 (docs/TRAINING.md, "Ablation"): four trainings, then exhaustive scores
 # on fp32 features, which training uses (~15 min on 2 cores)
