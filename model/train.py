@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     window: int = 28  # W, frames per clip (official: 28)
-    batch: int = 8  # source videos per step -> 2B clips (official: 64 per GPU; ~0.7 s a step here, 16: ~3 s)
+    batch: int = 8  # source videos per step -> 2B clips (official: 64 per GPU; 16 take 2-6 s a step on 2 cores)
     steps: int = 200  # official: 30,000 on 2 GPUs
     lr: float = 2e-4  # official 4e-5 over 30k steps; ours is ~150x shorter, so a larger step size
     warmup: int = 20
