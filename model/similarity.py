@@ -134,6 +134,15 @@ def _tiled_index(n: int, min_frames: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n * reps, device=device) % n
 
 
+def full_product_f2f(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """S^F of every ordered pair of a batch N x T x R x D -> N x N x T x T through the whole region
+    product, kept for autograd: any spatial rate, and the path `RegionMax` replaced at the official one
+    (bench/train_step.py measures the two)."""
+    n, t, r, d = x.shape
+    flat = x.reshape(n * t * r, d)
+    return topk_chamfer((flat @ flat.T).view(n, t, r, n, t, r).permute(0, 3, 1, 4, 2, 5), rate)
+
+
 class RegionMax(torch.autograd.Function):
     """For every region a of a training batch (rows of `flat`, (N T R) x D), its best dot product
     with the R regions of every frame of the batch -> (N T R) x (N T). The same values and gradient as
@@ -168,7 +177,7 @@ class RegionMax(torch.autograd.Function):
         rows, frames = grad.shape
         cols = (torch.arange(frames, device=flat.device) * ctx.regions).unsqueeze(0) + winner.long()
         row = torch.arange(rows, device=flat.device).unsqueeze(1)
-        grad = grad.contiguous().reshape(-1).to(flat.dtype)
+        grad = grad.reshape(-1).to(flat.dtype)
         full = torch.zeros(rows * rows, dtype=flat.dtype, device=flat.device)
         full.index_put_(((row * rows + cols).reshape(-1),), grad)  # one winner per (row, frame): no collision
         if flat.device.type == "cpu":  # CPU index_add_ is deterministic: add the transposed half in place
@@ -356,12 +365,10 @@ class HAPVRSimilarity(nn.Module):
     def _all_pairs_f2f(self, x: torch.Tensor) -> torch.Tensor:
         """S^F of every ordered pair of a batch N x T x R x D -> N x N x T x T (one region product)."""
         n, t, r, d = x.shape
-        flat = x.reshape(n * t * r, d)
-        if topk_count(r, self.f2f_topk_rate) == 1:  # the official rate: the best target region of 9
-            best = RegionMax.apply(flat, n * t, r)  # (N T R) x (N T)
-            return best.view(n, t, r, n, t).mean(2).permute(0, 2, 1, 3)
-        region = (flat @ flat.T).view(n, t, r, n, t, r).permute(0, 3, 1, 4, 2, 5)
-        return topk_chamfer(region, self.f2f_topk_rate)
+        if topk_count(r, self.f2f_topk_rate) != 1:
+            return full_product_f2f(x, self.f2f_topk_rate)
+        best = RegionMax.apply(x.reshape(n * t * r, d), n * t, r)  # the official rate: best of 9 regions
+        return best.view(n, t, r, n, t).mean(2).permute(0, 2, 1, 3)
 
     @torch.no_grad()
     def chamfer_all_pairs(self, x: torch.Tensor) -> torch.Tensor:
