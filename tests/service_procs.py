@@ -31,7 +31,7 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: _redis_up(self.port), 10, "redis-server did not start")
         return self
 
@@ -72,9 +72,9 @@ class Proc:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Proc":
-        handle = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
-                                     stdout=handle, stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as handle:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT)
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

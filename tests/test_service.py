@@ -26,11 +26,13 @@ def stack(tmp_path_factory):
     api, client = start_api(env, root / "api.log")
     workers = [Proc("service.worker", env, root / "worker0.log").start()]
     wait_for(lambda: client.get("/readyz").status_code == 200, 120, "no worker became ready")
-    yield {"root": root, "redis": redis, "env": env, "api": api, "client": client, "workers": workers}
-    client.close()
-    for w in workers:
+    state = {"root": root, "redis": redis, "env": env, "api": api, "client": client, "workers": workers}
+    yield state
+    # tests replace the API, its client and workers (restarts): stop the ones running now, not the first ones
+    state["client"].close()
+    for w in state["workers"]:
         w.kill(signal.SIGTERM)
-    api.kill(signal.SIGTERM)
+    state["api"].kill(signal.SIGTERM)
     redis.stop()
 
 
