@@ -66,7 +66,7 @@ def test_validation_folds_hold_out_train_clips_only():
 
 
 def test_mix_choice_takes_the_best_head_and_share_within_the_family_limit():
-    from bench.copies.mix import choose, mean_over_folds, mixed
+    from bench.copies.mix import choose, mean_over_folds, mixed, parse_folds
 
     rows = {("comparator", 0.0): {"mAP": 0.99, "uAP": 0.99, "worst": -0.05},  # best, but one family lost 0.05
             ("comparator", 0.5): {"mAP": 0.97, "uAP": 0.96, "worst": -0.01},
@@ -84,6 +84,15 @@ def test_mix_choice_takes_the_best_head_and_share_within_the_family_limit():
     mean = mean_over_folds(folds)[("attention", 0.0)]
     assert mean["mAP"] == pytest.approx(0.8) and mean["uAP"] == pytest.approx(0.7)
     assert (mean["worst"], mean["family"]) == (-0.03, "pip")
+    # a second seed of fold 1 is averaged with the first before the folds are: its mean loss, not its worst
+    folds.append({("attention", 0.0): {"mAP": 0.9, "uAP": 0.8, "worst": -0.01, "family": "crop_25"}})
+    mean = mean_over_folds(folds, [0, 1, 1])[("attention", 0.0)]
+    assert mean["mAP"] == pytest.approx((0.9 + 0.8) / 2) and mean["uAP"] == pytest.approx((0.8 + 0.7) / 2)
+    assert mean["worst"] == pytest.approx(-0.02) and mean["family"] == "pip"
+    assert parse_folds(["a.pt", "b.pt"]) == [(0, "a.pt"), (1, "b.pt")]
+    assert parse_folds(["1:b.pt", "0:a.pt", "1:c.pt"]) == [(1, "b.pt"), (0, "a.pt"), (1, "c.pt")]
+    with pytest.raises(ValueError):
+        parse_folds(["2:x.pt"])
 
 
 def test_floor_report_counts_the_negatives_that_outrank_each_positive():

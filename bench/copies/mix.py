@@ -7,7 +7,9 @@ S^F (`comparator=False`: "attention"), and the Chamfer share m, so that the scor
 *validation* queries, never on test ones. Fold I (`--fold`, I = 0, 1 in the order given) is a
 network trained by the same command as CKPT on `python -m bench.copies.split fold-train I`, and it
 scores the benchmark's edit families applied to the train clips it did not see
-(`bench.copies.split.validation_originals(I)`); validation is the mean over the folds given.
+(`bench.copies.split.validation_originals(I)`); validation is the mean over the fold networks given.
+`--fold I:PATH` names the fold explicitly, so that several networks per fold (the same recipe with
+other `--seed`s) can be averaged: the choice then rests less on one training run's noise.
 Validating on clips the network was trained on would reward memorising them (there the learned score
 leads plain Chamfer by 0.05 μAP, far more than on unseen clips). For each head and m of the grid this prints mAP / μAP on validation
 and, for the record only, CKPT's on test; it picks the pair with the best sum of validation mAP and
@@ -57,32 +59,59 @@ def choose(rows: dict[tuple[str, float], dict[str, float]]) -> tuple[str, float]
     return max(allowed, key=lambda key: (rows[key]["mAP"] + rows[key]["uAP"], key[0] == "comparator", -key[1]))
 
 
-def validation_sets(folds: list[str]) -> list[tuple[str, list[dict]]]:
-    """(fold checkpoint, its validation queries) per fold: fold i validates on `validation_originals(i)`."""
-    return [(path, build_queries(originals=split.validation_originals(i), folder="validation" + (f"-{i}" if i else "")))
-            for i, path in enumerate(folds)]
+def parse_folds(values: list[str]) -> list[tuple[int, str]]:
+    """(fold index, checkpoint) per `--fold`: `I:PATH`, or a bare PATH whose index is its position."""
+    out = []
+    for position, value in enumerate(values):
+        index, sep, path = value.partition(":")
+        fold = int(index) if sep and index.isdigit() else position
+        path = path if sep and index.isdigit() else value
+        if not 0 <= fold < split.FOLDS:
+            raise ValueError(f"--fold {value}: the fold must be 0-{split.FOLDS - 1} (give I:PATH for a second seed)")
+        out.append((fold, path))
+    return out
 
 
-def score_table(path: str, queries: list[dict], engine: Engine,
-                db: dict[str, torch.Tensor]) -> dict[tuple[str, float], dict[str, float]]:
-    """evaluate() of checkpoint `path` at every head and share of the grid on `queries` against `db`."""
+def validation_queries(fold: int) -> list[dict]:
+    """Fold `fold`'s validation queries: the edit families of `validation_originals(fold)`."""
+    return build_queries(originals=split.validation_originals(fold), folder="validation" + (f"-{fold}" if fold else ""))
+
+
+def score_tables(paths: list[str], queries: list[dict], engine: Engine,
+                 db: dict[str, torch.Tensor]) -> list[dict[tuple[str, float], dict[str, float]]]:
+    """evaluate() of each checkpoint in `paths` at every head and share of the grid on `queries`
+    against `db` (the queries are embedded once for all of them)."""
     feats = embed_queries(engine, queries)
     base = score_all(HAPVRSimilarity(learned=False), queries, db, feats)
-    table = {}
-    for head in HEADS:
-        net = load_similarity(path, chamfer_mix=0.0, comparator=head == "comparator")[0]
-        learned = score_all(net, queries, db, feats)
-        table.update({(head, m): evaluate(mixed(learned, base, m), base, queries) for m in GRID})
-    return table
+    tables = []
+    for path in paths:
+        table = {}
+        for head in HEADS:
+            net = load_similarity(path, chamfer_mix=0.0, comparator=head == "comparator")[0]
+            learned = score_all(net, queries, db, feats)
+            table.update({(head, m): evaluate(mixed(learned, base, m), base, queries) for m in GRID})
+        tables.append(table)
+    return tables
 
 
-def mean_over_folds(tables: list[dict]) -> dict[tuple[str, float], dict[str, float]]:
-    """Mean mAP and μAP over the folds, and the worst family loss of any fold."""
+def mean_over_folds(tables: list[dict], folds: list[int] | None = None) -> dict[tuple[str, float], dict[str, float]]:
+    """Mean mAP and μAP over the folds, and the worst family loss of any fold. `folds[k]` is the fold
+    of `tables[k]` (default: one network per fold); the networks of one fold (other seeds) are averaged
+    first, their worst family loss too, so that a second seed estimates the recipe's loss instead of
+    adding one more draw to take the worst of."""
+    folds = list(range(len(tables))) if folds is None else folds
     out = {}
     for key in tables[0]:
-        worst = min((t[key] for t in tables), key=lambda row: row["worst"])
-        out[key] = {"mAP": float(np.mean([t[key]["mAP"] for t in tables])),
-                    "uAP": float(np.mean([t[key]["uAP"] for t in tables])),
+        per_fold = []
+        for fold in sorted(set(folds)):
+            rows = [t[key] for t, f in zip(tables, folds) if f == fold]
+            per_fold.append({"mAP": float(np.mean([r["mAP"] for r in rows])),
+                             "uAP": float(np.mean([r["uAP"] for r in rows])),
+                             "worst": float(np.mean([r["worst"] for r in rows])),
+                             "family": min(rows, key=lambda r: r["worst"])["family"]})
+        worst = min(per_fold, key=lambda row: row["worst"])
+        out[key] = {"mAP": float(np.mean([r["mAP"] for r in per_fold])),
+                    "uAP": float(np.mean([r["uAP"] for r in per_fold])),
                     "worst": worst["worst"], "family": worst["family"]}
     return out
 
@@ -91,22 +120,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", help="the network to ship (trained on every train clip)")
     parser.add_argument("--fold", action="append", required=True,
-                        help="the same training on `bench.copies.split fold-train I`, for I = 0, 1 in order")
+                        help="the same training on `bench.copies.split fold-train I`: I:PATH, or PATH for "
+                             "I = 0, 1 in order; repeat a fold with other seeds to average them")
     parser.add_argument("--write", action="store_true", help="store the chosen head and share in the checkpoint")
     parser.add_argument("--no-test", action="store_true",
                         help="skip CKPT's test columns (for the record only; they take the test queries and "
                              "a third of the time): what `make train-checkpoint` runs")
     args = parser.parse_args()
-    if len(args.fold) > split.FOLDS:
-        parser.error(f"at most {split.FOLDS} folds")
+    try:
+        fold_paths = parse_folds(args.fold)
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(2)
     engine = cached_engine("db-raw", use_checkpoint=False)
     db = load_database(engine)
-    folds = [score_table(path, queries, engine, db) for path, queries in validation_sets(args.fold)]
-    validation = mean_over_folds(folds)
-    test = None if args.no_test else score_table(args.checkpoint, build_queries(), engine, db)
+    order = sorted(range(len(fold_paths)), key=lambda k: fold_paths[k][0])
+    folds, fold_of, labels = [], [], []
+    for fold in sorted({f for f, _ in fold_paths}):
+        members = [k for k in order if fold_paths[k][0] == fold]
+        folds += score_tables([fold_paths[k][1] for k in members], validation_queries(fold), engine, db)
+        fold_of += [fold] * len(members)
+        labels += [f"fold {fold}" + (f"#{n}" if len(members) > 1 else "") for n in range(len(members))]
+    validation = mean_over_folds(folds, fold_of)
+    test = None if args.no_test else score_tables([args.checkpoint], build_queries(), engine, db)[0]
     best = choose(validation)
-    per_fold = "".join(f" fold {i} mAP  μAP |" for i in range(len(folds)))
+    per_fold = "".join(f" {label:>8} mAP  μAP |" for label in labels)
     print(f"{'head':>10} {'share':>5} | validation mAP  μAP  worst family  |{per_fold}"
           + ("" if test is None else " test mAP  μAP  worst family"))
     for key in validation:
@@ -119,8 +157,8 @@ def main() -> None:
         print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {v['worst']:+.3f} {v['family']:<9} |"
               f"{cells}{mark}")
     print("(share 1.0 is plain Chamfer, the untrained similarity; comparator at 0.0 is the paper's learned network "
-          "alone; attention at 0.0 is its attention followed by plain Chamfer; validation is the mean of the folds, "
-          "its worst family the worst of any fold)")
+          "alone; attention at 0.0 is its attention followed by plain Chamfer; validation is the mean of the fold "
+          "networks (seeds of one fold averaged first), its worst family the worst of any fold)")
     if args.write:
         net, meta = load_similarity(args.checkpoint)
         net.comparator, net.chamfer_mix = best[0] == "comparator", best[1]
