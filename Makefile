@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.decode_strategies
 	$(BIN)/python -m bench.engine_speed
 	$(BIN)/python -m bench.frame_size
-	$(BIN)/python -m bench.copies.run --checkpoint "trained HAP-VR (200 steps of 16, --pooled-ap 16, Chamfer share 0.3)=model/assets/hapvr_sim_cpu.pt"
+	$(BIN)/python -m bench.copies.run
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.train_step
@@ -48,7 +48,7 @@ bench-ablation: $(STAMP)
 # issue #6: the shipped checkpoint from scratch (docs/TRAINING.md): its weights from every train clip, then
 # validation-fold networks (both folds, one per seed in FOLD_SEEDS) and the head and Chamfer share chosen
 # on the clips each fold did not see, averaged over the seeds
-CKPT ?= model/assets/hapvr_sim_cpu.pt
+CKPT ?= model/assets/hapvr_sim.pt
 TRAIN_WORK ?= hapvr-train
 FOLD_SEEDS ?= 0 1 2
 RECIPE := --pooled-ap 16 --batch 16

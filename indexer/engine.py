@@ -26,7 +26,7 @@ from indexer.prefetch import Prefetch
 from indexer.segments import find_segments
 from indexer.settings import Settings, get_settings
 from indexer.store import Store, VideoRecord
-from model.checkpoint import load_similarity
+from model.checkpoint import checkpoint_encoder_version, load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space
 from model.pca import file_digest
 from model.similarity import HAPVRSimilarity
@@ -133,7 +133,18 @@ class Engine:
             if not Path(self.settings.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint {self.settings.checkpoint} not found")
             return Path(self.settings.checkpoint)
-        return SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else None
+        if not SHIPPED_CHECKPOINT.is_file():
+            return None
+        # The shipped network was trained on the default encoder's features; with another encoder (a frame
+        # size or backbone the user chose) it would mis-score, so the default falls back to the training-free
+        # similarity there, while a checkpoint asked for by name still fails loudly (InputError in `network`).
+        expected = checkpoint_encoder_version(SHIPPED_CHECKPOINT)
+        actual = encoder_version(self.settings.encoder_config())
+        if expected and feature_space(expected) != feature_space(actual):
+            log.warning("the shipped checkpoint expects %s features, the encoder is %s: using the untrained "
+                        "Chamfer similarity", expected, actual)
+            return None
+        return SHIPPED_CHECKPOINT
 
     @cached_property
     def network(self) -> HAPVRSimilarity:

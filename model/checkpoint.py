@@ -67,6 +67,13 @@ def load_similarity(path: str | Path, **overrides: Any) -> tuple[HAPVRSimilarity
     return net.eval(), meta
 
 
+def checkpoint_encoder_version(path: str | Path) -> str:
+    """The encoder version a checkpoint of ours was trained on ("" for official files): what the engine
+    checks before it loads the shipped default."""
+    raw = torch.load(Path(path), map_location="cpu", weights_only=False)
+    return str(raw.get("encoder_version") or "") if isinstance(raw, dict) and raw.get("format") == FORMAT else ""
+
+
 def save_similarity(net: HAPVRSimilarity, path: str | Path, encoder_version: str, **extra: Any) -> None:
     """Weights + config only (no optimizer state): a few MB. Written atomically."""
     path = Path(path)

