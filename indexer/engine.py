@@ -139,12 +139,17 @@ class Engine:
         # size or backbone the user chose) it would mis-score, so the default falls back to the training-free
         # similarity there, while a checkpoint asked for by name still fails loudly (InputError in `network`).
         expected = checkpoint_encoder_version(SHIPPED_CHECKPOINT)
-        actual = encoder_version(self.settings.encoder_config())
-        if expected and feature_space(expected) != feature_space(actual):
+        if not self._fits_encoder(expected):
             log.warning("the shipped checkpoint expects %s features, the encoder is %s: using the untrained "
-                        "Chamfer similarity", expected, actual)
+                        "Chamfer similarity", expected, encoder_version(self.settings.encoder_config()))
             return None
         return SHIPPED_CHECKPOINT
+
+    def _fits_encoder(self, checkpoint_encoder: str | None) -> bool:
+        """Whether a checkpoint trained on `checkpoint_encoder` features (unknown for official files) can
+        score this engine's features."""
+        actual = encoder_version(self.settings.encoder_config())
+        return not checkpoint_encoder or feature_space(checkpoint_encoder) == feature_space(actual)
 
     @cached_property
     def network(self) -> HAPVRSimilarity:
@@ -153,10 +158,10 @@ class Engine:
             net = HAPVRSimilarity(learned=False, f2f_topk_rate=s.f2f_topk_rate, v2v_topk_rate=s.v2v_topk_rate)
         else:
             net, meta = load_similarity(self.checkpoint_path)
-            expected, actual = (meta or {}).get("encoder_version"), encoder_version(s.encoder_config())
-            if expected and feature_space(expected) != feature_space(actual):
+            expected = (meta or {}).get("encoder_version")
+            if not self._fits_encoder(expected):
                 raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
-                                 f"{expected} features, the encoder is {actual}")
+                                 f"{expected} features, the encoder is {encoder_version(s.encoder_config())}")
             if s.chamfer_mix is not None:
                 net.chamfer_mix = s.chamfer_mix
             if s.comparator is not None:
