@@ -134,10 +134,9 @@ def main() -> None:
     torch.set_num_threads(2)
     engine = cached_engine("db-raw", use_checkpoint=False)
     db = load_database(engine)
-    order = sorted(range(len(fold_paths)), key=lambda k: fold_paths[k][0])
     folds, fold_of, labels = [], [], []
     for fold in sorted({f for f, _ in fold_paths}):
-        members = [k for k in order if fold_paths[k][0] == fold]
+        members = [k for k, (f, _) in enumerate(fold_paths) if f == fold]
         folds += score_tables([fold_paths[k][1] for k in members], validation_queries(fold), engine, db)
         fold_of += [fold] * len(members)
         labels += [f"fold {fold}" + (f"#{n}" if len(members) > 1 else "") for n in range(len(members))]
