@@ -50,9 +50,7 @@ def load_similarity(path: str | Path, **overrides: Any) -> tuple[HAPVRSimilarity
     encoder_version; empty for official files).
     """
     raw = torch.load(Path(path), map_location="cpu", weights_only=False)
-    meta: dict[str, Any] = {}
-    if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        meta = {k: raw.get(k) for k in ("config", "encoder_version", "trained")}
+    meta = _metadata(raw)
     state = normalise_state_dict(raw)
     missing = [k for k in REQUIRED if k not in state]
     if missing:
@@ -67,11 +65,17 @@ def load_similarity(path: str | Path, **overrides: Any) -> tuple[HAPVRSimilarity
     return net.eval(), meta
 
 
+def _metadata(raw: Any) -> dict[str, Any]:
+    """config, encoder_version and trained of a checkpoint of ours; empty for official files."""
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        return {k: raw.get(k) for k in ("config", "encoder_version", "trained")}
+    return {}
+
+
 def checkpoint_encoder_version(path: str | Path) -> str:
     """The encoder version a checkpoint of ours was trained on ("" for official files): what the engine
     checks before it loads the shipped default."""
-    raw = torch.load(Path(path), map_location="cpu", weights_only=False)
-    return str(raw.get("encoder_version") or "") if isinstance(raw, dict) and raw.get("format") == FORMAT else ""
+    return str(_metadata(torch.load(Path(path), map_location="cpu", weights_only=False)).get("encoder_version") or "")
 
 
 def save_similarity(net: HAPVRSimilarity, path: str | Path, encoder_version: str, **extra: Any) -> None:

@@ -63,9 +63,8 @@ def parse_folds(values: list[str]) -> list[tuple[int, str]]:
     """(fold index, checkpoint) per `--fold`: `I:PATH`, or a bare PATH whose index is its position."""
     out = []
     for position, value in enumerate(values):
-        index, sep, path = value.partition(":")
-        fold = int(index) if sep and index.isdigit() else position
-        path = path if sep and index.isdigit() else value
+        index, sep, rest = value.partition(":")
+        fold, path = (int(index), rest) if sep and index.isdigit() else (position, value)
         if not 0 <= fold < split.FOLDS:
             raise ValueError(f"--fold {value}: the fold must be 0-{split.FOLDS - 1} (give I:PATH for a second seed)")
         out.append((fold, path))
