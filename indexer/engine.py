@@ -26,7 +26,7 @@ from indexer.prefetch import Prefetch
 from indexer.segments import find_segments
 from indexer.settings import Settings, get_settings
 from indexer.store import Store, VideoRecord
-from model.checkpoint import checkpoint_encoder_version, load_similarity
+from model.checkpoint import load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space
 from model.pca import file_digest
 from model.similarity import HAPVRSimilarity
@@ -126,42 +126,56 @@ class Engine:
         return encoder
 
     @cached_property
-    def checkpoint_path(self) -> Path | None:
+    def features_version(self) -> str:
+        """This engine's encoder version (model.encoder.encoder_version), computed once: it hashes the PCA
+        and int8 range files."""
+        return encoder_version(self.settings.encoder_config())
+
+    @cached_property
+    def _checkpoint(self) -> tuple[Path, HAPVRSimilarity] | None:
+        """The checkpoint the engine scores with and its network (read once, on the CPU), or None for the
+        untrained similarity."""
         if not self.settings.use_checkpoint:
             return None
         if self.settings.checkpoint is not None:
-            if not Path(self.settings.checkpoint).is_file():
-                raise FileNotFoundError(f"checkpoint {self.settings.checkpoint} not found")
-            return Path(self.settings.checkpoint)
+            path = Path(self.settings.checkpoint)
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint {path} not found")
+            net, meta = load_similarity(path)
+            expected = (meta or {}).get("encoder_version")
+            if not self._fits_encoder(expected):
+                raise InputError("incompatible_store", f"checkpoint {path} was trained on {expected} features, "
+                                 f"the encoder is {self.features_version}")
+            return path, net
         if not SHIPPED_CHECKPOINT.is_file():
             return None
         # The shipped network was trained on the default encoder's features; with another encoder (a frame
         # size or backbone the user chose) it would mis-score, so the default falls back to the training-free
-        # similarity there, while a checkpoint asked for by name still fails loudly (InputError in `network`).
-        expected = checkpoint_encoder_version(SHIPPED_CHECKPOINT)
+        # similarity there, while a checkpoint asked for by name fails loudly (above).
+        net, meta = load_similarity(SHIPPED_CHECKPOINT)
+        expected = (meta or {}).get("encoder_version")
         if not self._fits_encoder(expected):
             log.warning("the shipped checkpoint expects %s features, the encoder is %s: using the untrained "
-                        "Chamfer similarity", expected, encoder_version(self.settings.encoder_config()))
+                        "Chamfer similarity", expected, self.features_version)
             return None
-        return SHIPPED_CHECKPOINT
+        return SHIPPED_CHECKPOINT, net
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self._checkpoint[0] if self._checkpoint else None
 
     def _fits_encoder(self, checkpoint_encoder: str | None) -> bool:
         """Whether a checkpoint trained on `checkpoint_encoder` features (unknown for official files) can
         score this engine's features."""
-        actual = encoder_version(self.settings.encoder_config())
-        return not checkpoint_encoder or feature_space(checkpoint_encoder) == feature_space(actual)
+        return not checkpoint_encoder or feature_space(checkpoint_encoder) == feature_space(self.features_version)
 
     @cached_property
     def network(self) -> HAPVRSimilarity:
         s = self.settings
-        if self.checkpoint_path is None:
+        if self._checkpoint is None:
             net = HAPVRSimilarity(learned=False, f2f_topk_rate=s.f2f_topk_rate, v2v_topk_rate=s.v2v_topk_rate)
         else:
-            net, meta = load_similarity(self.checkpoint_path)
-            expected = (meta or {}).get("encoder_version")
-            if not self._fits_encoder(expected):
-                raise InputError("incompatible_store", f"checkpoint {self.checkpoint_path} was trained on "
-                                 f"{expected} features, the encoder is {encoder_version(s.encoder_config())}")
+            net = self._checkpoint[1]
             if s.chamfer_mix is not None:
                 net.chamfer_mix = s.chamfer_mix
             if s.comparator is not None:
@@ -179,7 +193,7 @@ class Engine:
     def model_version(self) -> str:
         """Encoder features + similarity network: what the stored features depend on."""
         sim = f"sim:{file_digest(self.checkpoint_path)}" if self.checkpoint_path else "sim:chamfer"
-        return f"{encoder_version(self.settings.encoder_config())}+{sim}"
+        return f"{self.features_version}+{sim}"
 
     @cached_property
     def store(self) -> Store:

@@ -72,12 +72,6 @@ def _metadata(raw: Any) -> dict[str, Any]:
     return {}
 
 
-def checkpoint_encoder_version(path: str | Path) -> str:
-    """The encoder version a checkpoint of ours was trained on ("" for official files): what the engine
-    checks before it loads the shipped default."""
-    return str(_metadata(torch.load(Path(path), map_location="cpu", weights_only=False)).get("encoder_version") or "")
-
-
 def save_similarity(net: HAPVRSimilarity, path: str | Path, encoder_version: str, **extra: Any) -> None:
     """Weights + config only (no optimizer state): a few MB. Written atomically."""
     path = Path(path)
