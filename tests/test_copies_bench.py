@@ -61,22 +61,28 @@ def test_validation_folds_hold_out_train_clips_only():
         assert held | trained == set(split.train_split())
         assert not held & set(split.test_split())
     assert not set(split.validation_originals(0)) & set(split.validation_originals(1))
+    for fold in range(split.FOLDS):  # queried like the test: varied content, none from the ASL room
+        queried = split.validation_query_originals(fold)
+        assert len(queried) >= 6 and set(queried) < set(split.validation_originals(fold))
+        assert not any(name.startswith("intel__asl") for name in queried)
     with pytest.raises(ValueError):
         split.validation_originals(split.FOLDS)
 
 
-def test_mix_choice_takes_the_best_head_and_share_within_the_family_limit():
+def test_mix_choice_takes_the_largest_gain_on_both_measures_within_the_family_limit():
     from bench.copies.mix import choose, mean_over_folds, mixed, parse_folds
 
     rows = {("comparator", 0.0): {"mAP": 0.99, "uAP": 0.99, "worst": -0.05},  # best, but one family lost 0.05
-            ("comparator", 0.5): {"mAP": 0.97, "uAP": 0.96, "worst": -0.01},
-            ("attention", 0.0): {"mAP": 0.96, "uAP": 0.965, "worst": 0.0},
+            ("comparator", 0.3): {"mAP": 0.98, "uAP": 0.955, "worst": 0.0},  # best sum, but it costs μAP
+            ("comparator", 0.5): {"mAP": 0.97, "uAP": 0.965, "worst": -0.01},  # gains 0.01 and 0.005
+            ("attention", 0.0): {"mAP": 0.965, "uAP": 0.98, "worst": 0.0},  # gains 0.005 and 0.02
             ("comparator", 1.0): {"mAP": 0.96, "uAP": 0.96, "worst": 0.0}}
-    assert choose(rows) == ("comparator", 0.5)
-    rows[("attention", 0.0)]["uAP"] = 0.97  # same sum as the comparator at 0.5: the paper's head wins ties
-    assert choose(rows) == ("comparator", 0.5)
-    rows[("attention", 0.0)]["uAP"] = 0.98
+    assert choose(rows) == ("comparator", 0.5)  # ties with attention on the smaller gain: the paper's head
+    rows[("attention", 0.0)]["mAP"] = 0.975
     assert choose(rows) == ("attention", 0.0)
+    for key in [("comparator", 0.5), ("attention", 0.0)]:
+        rows[key]["uAP"] = 0.959
+    assert choose(rows) == ("comparator", 1.0)  # nothing gains on both: plain Chamfer
     learned, chamfer = {"q": {"a": 1.0, "b": 0.0}}, {"q": {"a": 0.0, "b": 1.0}}
     assert mixed(learned, chamfer, 0.25) == {"q": {"a": 0.75, "b": 0.25}}
     folds = [{("attention", 0.0): {"mAP": 0.9, "uAP": 0.8, "worst": -0.01, "family": "hard"}},
@@ -93,6 +99,28 @@ def test_mix_choice_takes_the_best_head_and_share_within_the_family_limit():
     assert parse_folds(["1:b.pt", "0:a.pt", "1:c.pt"]) == [(1, "b.pt"), (0, "a.pt"), (1, "c.pt")]
     with pytest.raises(ValueError):
         parse_folds(["2:x.pt"])
+
+
+def test_bootstrap_gain_draws_whole_originals_and_brackets_the_observed_gain():
+    from bench.copies.floor import bootstrap_gain, parse_setting
+
+    db = split.all_clips()
+    a, b, c = db[:3]
+    queries = [{"path": f"q{k}", "original": o, "relevant": [o]} for k, o in enumerate([a, a, b, c])]
+    base = {"q0": {a: 0.5, b: 0.6}, "q1": {a: 0.9, b: 0.1}, "q2": {b: 0.9, a: 0.1}, "q3": {c: 0.2, a: 0.3}}
+    better = {**base, "q0": {a: 0.7, b: 0.6}}  # only original a's first copy improves
+    same = bootstrap_gain(base, base, queries, draws=50)
+    assert same == {"mAP": (0.0, 0.0, 0.0), "uAP": (0.0, 0.0, 0.0)}
+    gain = bootstrap_gain(better, base, queries, draws=200, seed=1)
+    assert gain["mAP"][0] == pytest.approx((1.0 - 0.5) / 4)  # q0's AP goes from 1/2 to 1, one of four queries
+    for observed, low, high in gain.values():
+        assert low <= observed <= high and low >= 0.0 and high > 0.0
+    assert gain == bootstrap_gain(better, base, queries, draws=200, seed=1)  # deterministic under a seed
+    assert parse_setting("x.pt") == ("x.pt", {})
+    assert parse_setting("x.pt@0.5") == ("x.pt", {"chamfer_mix": 0.5})
+    assert parse_setting("x.pt@attention:0.1") == ("x.pt", {"chamfer_mix": 0.1, "comparator": False})
+    with pytest.raises(ValueError):
+        parse_setting("x.pt@head:0.1")
 
 
 def test_floor_report_counts_the_negatives_that_outrank_each_positive():

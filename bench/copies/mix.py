@@ -6,14 +6,16 @@ S^F (`comparator=False`: "attention"), and the Chamfer share m, so that the scor
 `(1 - m) * head + m * Chamfer of the unattended features` (`chamfer_mix`). Both are chosen on
 *validation* queries, never on test ones. Fold I (`--fold`, I = 0, 1 in the order given) is a
 network trained by the same command as CKPT on `python -m bench.copies.split fold-train I`, and it
-scores the benchmark's edit families applied to the train clips it did not see
-(`bench.copies.split.validation_originals(I)`); validation is the mean over the fold networks given.
+scores the benchmark's edit families applied to the train clips of varied content it did not see
+(`bench.copies.split.validation_query_originals(I)`: like the test queries, none from the ASL room);
+validation is the mean over the fold networks given.
 `--fold I:PATH` names the fold explicitly, so that several networks per fold (the same recipe with
 other `--seed`s) can be averaged: the choice then rests less on one training run's noise.
 Validating on clips the network was trained on would reward memorising them (there the learned score
 leads plain Chamfer by 0.05 μAP, far more than on unseen clips). For each head and m of the grid this prints mAP / μAP on validation
-and, for the record only, CKPT's on test; it picks the pair with the best sum of validation mAP and
-μAP among those that lose no family more than 0.02 validation mAP against plain Chamfer in any fold, and
+and, for the record only, CKPT's on test; it picks the pair whose smaller validation gain over plain
+Chamfer (of mAP and μAP: the goal is a gain in both) is largest among those that lose no family more
+than 0.02 validation mAP against plain Chamfer in any fold, and
 `--write` stores it in CKPT's config (written atomically), which the engine then uses. Scores are
 computed once per head and mixed afterwards: the network's mix is exactly this weighted sum
 (tests/test_similarity.py).
@@ -52,11 +54,19 @@ def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, flo
 HEADS = ("comparator", "attention")  # the paper's video score; the attention then training-free Chamfer
 
 
+def gains(row: dict[str, float], base: dict[str, float]) -> float:
+    """The smaller of the mAP and μAP gains of `row` over `base`: the issue's goal is a gain in both, so a
+    setting that buys mAP with μAP (or the other way round) does not count as better."""
+    return min(row["mAP"] - base["mAP"], row["uAP"] - base["uAP"])
+
+
 def choose(rows: dict[tuple[str, float], dict[str, float]]) -> tuple[str, float]:
-    """The (head, share) with the best sum of mAP and μAP among those within MAX_FAMILY_LOSS on every
-    family; ties go to the paper's comparator, then to the smaller share."""
-    allowed = [key for key, r in rows.items() if r["worst"] >= -MAX_FAMILY_LOSS] or [("comparator", 1.0)]
-    return max(allowed, key=lambda key: (rows[key]["mAP"] + rows[key]["uAP"], key[0] == "comparator", -key[1]))
+    """The (head, share) whose smaller gain over plain Chamfer (comparator at share 1.0) is largest, among
+    those within MAX_FAMILY_LOSS on every family; ties go to the paper's comparator, then to the larger
+    share (closer to the untrained score). When no setting gains on both, that is plain Chamfer."""
+    base = rows[("comparator", 1.0)]
+    allowed = [key for key, r in rows.items() if r["worst"] >= -MAX_FAMILY_LOSS]
+    return max(allowed, key=lambda key: (round(gains(rows[key], base), 6), key[0] == "comparator", key[1]))
 
 
 def parse_folds(values: list[str]) -> list[tuple[int, str]]:
@@ -72,8 +82,9 @@ def parse_folds(values: list[str]) -> list[tuple[int, str]]:
 
 
 def validation_queries(fold: int) -> list[dict]:
-    """Fold `fold`'s validation queries: the edit families of `validation_originals(fold)`."""
-    return build_queries(originals=split.validation_originals(fold), folder="validation" + (f"-{fold}" if fold else ""))
+    """Fold `fold`'s validation queries: the edit families of `validation_query_originals(fold)`."""
+    return build_queries(originals=split.validation_query_originals(fold),
+                         folder="validation" + (f"-{fold}" if fold else ""))
 
 
 def score_tables(paths: list[str], queries: list[dict], engine: Engine,
@@ -143,7 +154,8 @@ def main() -> None:
     test = None if args.no_test else score_tables([args.checkpoint], build_queries(), engine, db)[0]
     best = choose(validation)
     per_fold = "".join(f" {label:>8} mAP  μAP |" for label in labels)
-    print(f"{'head':>10} {'share':>5} | validation mAP  μAP  worst family  |{per_fold}"
+    base = validation[("comparator", 1.0)]
+    print(f"{'head':>10} {'share':>5} | validation mAP  μAP  min gain  worst family  |{per_fold}"
           + ("" if test is None else " test mAP  μAP  worst family"))
     for key in validation:
         v = validation[key]
@@ -152,7 +164,8 @@ def main() -> None:
             t = test[key]
             cells += f"     {t['mAP']:.4f} {t['uAP']:.4f} {t['worst']:+.3f} {t['family']}"
         mark = "  <- chosen on validation" if key == best else ""
-        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {v['worst']:+.3f} {v['family']:<9} |"
+        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {gains(v, base):+.4f} "
+              f"{v['worst']:+.3f} {v['family']:<9} |"
               f"{cells}{mark}")
     print("(share 1.0 is plain Chamfer, the untrained similarity; comparator at 0.0 is the paper's learned network "
           "alone; attention at 0.0 is its attention followed by plain Chamfer; validation is the mean of the fold "

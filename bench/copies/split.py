@@ -62,6 +62,14 @@ def validation_originals(fold: int = 0) -> list[str]:
     return sorted(varied[fold::FOLDS] + asl[2 * fold:2 * fold + 2])
 
 
+def validation_query_originals(fold: int = 0) -> list[str]:
+    """The validation originals whose edited copies are fold `fold`'s validation queries: the clips of varied
+    content only. The held-out ASL clips stay in the database, as hard negatives the fold network has not
+    seen, but are not queried: no test query comes from that room, and its 18 look-alike negatives would
+    make validation reward what a network learned about that one room (docs/TRAINING.md)."""
+    return [n for n in validation_originals(fold) if not n.startswith("intel__asl")]
+
+
 def fold_train(fold: int = 0) -> list[str]:
     """The train clips without fold `fold`'s validation originals: what that validation fold is trained on."""
     held = set(validation_originals(fold))
