@@ -1,6 +1,6 @@
 """Score similarity checkpoints on the copy benchmark, and show where their weakest positives fall.
 
-`python -m bench.copies.floor [CHECKPOINT[@SHARE] ...] [--parts]` scores every copy-benchmark query
+`python -m bench.copies.floor [CHECKPOINT[@[HEAD:]SHARE] ...] [--parts] [--bootstrap N]` scores every copy-benchmark query
 against the whole database (exhaustively, from raw features, as `bench.copies.run --checkpoint` does)
 with the untrained Chamfer similarity and each checkpoint (`@SHARE` overrides its Chamfer share). Per
 similarity it prints mAP, μAP, R@1 and the family that lost most mAP against untrained Chamfer (the
@@ -10,7 +10,9 @@ positives and how many negatives of any query outrank each of them: μAP pools a
 positive that sits below thousands of other queries' negatives costs μAP even when its own query ranks
 it first (docs/TRAINING.md). `--parts` also scores each checkpoint's learned parts alone: the paper's
 network (attention and comparator, no Chamfer share), its attention followed by plain Chamfer, and its
-comparator on unattended features. `--ablation NAME=PATH`
+comparator on unattended features. `--bootstrap N` adds each checkpoint's gain over untrained Chamfer
+with a 90% interval from N paired bootstrap draws of the test originals: with 15 originals, gains of
+a few thousandths are within it (docs/TRAINING.md). `--ablation NAME=PATH`
 (repeatable) also writes the "Training ablation" section of docs/BENCHMARKS.md from those checkpoints,
 the same table `bench.copies.run --ablation` writes, without re-running the search pipeline per query.
 """
@@ -89,6 +91,46 @@ def headline(scores: Scores, base: Scores, queries: list[dict]) -> str:
             f"worst family mAP vs untrained {change}")
 
 
+def bootstrap_gain(scores: Scores, base: Scores, queries: list[dict], draws: int = 1000,
+                   seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """The mAP and μAP gains of `scores` over `base`, each with a 90% interval from a paired bootstrap
+    over the originals (all the copies of an original, and its natural near-duplicates, are drawn
+    together, since they share content): how far a gain measured on this few originals can be trusted.
+    {"mAP": (gain, 5th percentile, 95th percentile), "uAP": (...)}"""
+    by_original: dict[str, list[dict]] = {}
+    for q in queries:
+        by_original.setdefault(q["original"], []).append(q)
+    originals = sorted(by_original)
+    database = split.all_clips()
+
+    def gains(sample: list[str]) -> tuple[float, float]:
+        picked, relevant = {}, {}
+        for k, original in enumerate(sample):  # an original drawn twice counts twice
+            for q in by_original[original]:
+                picked[f"{q['path']}#{k}"], relevant[f"{q['path']}#{k}"] = q["path"], set(q["relevant"])
+        a = summary({key: scores[path] for key, path in picked.items()}, relevant, database)
+        b = summary({key: base[path] for key, path in picked.items()}, relevant, database)
+        return a["mAP"] - b["mAP"], a["uAP"] - b["uAP"]
+
+    rng = np.random.default_rng(seed)
+    observed = gains(originals)
+    drawn = np.array([gains(list(rng.choice(originals, len(originals)))) for _ in range(draws)])
+    low, high = np.percentile(drawn, [5, 95], axis=0)
+    return {name: (observed[i], float(low[i]), float(high[i])) for i, name in enumerate(("mAP", "uAP"))}
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """`PATH`, `PATH@M` (Chamfer share M) or `PATH@HEAD:M` (HEAD comparator or attention): the file and
+    load_similarity's overrides."""
+    file, _, setting = text.partition("@")
+    if not setting:
+        return file, {}
+    head, _, share = setting.rpartition(":")
+    if head not in ("", "comparator", "attention"):
+        raise ValueError(f"{text}: the head must be comparator or attention, got {head!r}")
+    return file, {"chamfer_mix": float(share), **({"comparator": head == "comparator"} if head else {})}
+
+
 class _ComparatorOnly(HAPVRSimilarity):
     """A checkpoint's comparator on unattended region features (a diagnostic)."""
 
@@ -105,7 +147,11 @@ def _as(cls: type[HAPVRSimilarity], net: HAPVRSimilarity) -> HAPVRSimilarity:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoints", nargs="*", help="similarity checkpoints to compare with untrained Chamfer; "
-                        "PATH@M overrides the checkpoint's Chamfer share with M")
+                        "PATH@M overrides the checkpoint's Chamfer share with M, PATH@HEAD:M its head too "
+                        "(comparator or attention)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="also print each checkpoint's mAP and μAP gain with a 90%% interval from N paired "
+                             "bootstrap draws of the test originals")
     parser.add_argument("--lowest", type=int, default=10, help="how many of the weakest positives to show")
     parser.add_argument("--parts", action="store_true", help="also score each checkpoint's attention and "
                         "comparator alone")
@@ -118,8 +164,11 @@ def main() -> None:
     db, query_feats = load_database(engine), embed_queries(engine, queries)
     nets: dict[str, HAPVRSimilarity] = {"untrained Chamfer": HAPVRSimilarity(learned=False)}
     for path in args.checkpoints:
-        file, _, share = path.partition("@")  # PATH@M scores the checkpoint with Chamfer share M
-        net = load_similarity(file, **({"chamfer_mix": float(share)} if share else {}))[0]
+        try:
+            file, overrides = parse_setting(path)
+        except ValueError as error:
+            parser.error(str(error))
+        net = load_similarity(file, **overrides)[0]
         nets[path] = net
         if args.parts:
             nets[f"{file}: the paper's network alone"] = load_similarity(file, comparator=True, chamfer_mix=0.0)[0]
@@ -136,6 +185,10 @@ def main() -> None:
         print(f"{label}: {headline(scores, scored['untrained Chamfer'], queries)}; "
               f"{ms:.0f} ms a query against all {len(db)} clips", flush=True)
         print("\n".join(floor_report(scores, queries, args.lowest)), flush=True)
+        if args.bootstrap and label != "untrained Chamfer":
+            gain = bootstrap_gain(scores, scored["untrained Chamfer"], queries, args.bootstrap)
+            print("  gain over untrained Chamfer, 90% interval over the originals: " + ", ".join(
+                f"{name} {g:+.4f} [{low:+.4f}, {high:+.4f}]" for name, (g, low, high) in gain.items()), flush=True)
     if ablation:
         write_ablation(queries, {name: scored[name] for name in ["untrained Chamfer", *ablation]}, no_write=False)
 
