@@ -134,31 +134,27 @@ class Engine:
     @cached_property
     def _checkpoint(self) -> tuple[Path, HAPVRSimilarity] | None:
         """The checkpoint the engine scores with and its network (read once, on the CPU), or None for the
-        untrained similarity."""
+        untrained similarity. The shipped network was trained on the default encoder's features; with
+        another encoder (a frame size or backbone the user chose) it would mis-score, so the default falls
+        back to the training-free similarity there, while a checkpoint asked for by name fails loudly."""
         if not self.settings.use_checkpoint:
             return None
-        if self.settings.checkpoint is not None:
-            path = Path(self.settings.checkpoint)
-            if not path.is_file():
+        named = self.settings.checkpoint is not None
+        path = Path(self.settings.checkpoint) if named else SHIPPED_CHECKPOINT
+        if not path.is_file():
+            if named:
                 raise FileNotFoundError(f"checkpoint {path} not found")
-            net, meta = load_similarity(path)
-            expected = (meta or {}).get("encoder_version")
-            if not self._fits_encoder(expected):
-                raise InputError("incompatible_store", f"checkpoint {path} was trained on {expected} features, "
-                                 f"the encoder is {self.features_version}")
-            return path, net
-        if not SHIPPED_CHECKPOINT.is_file():
             return None
-        # The shipped network was trained on the default encoder's features; with another encoder (a frame
-        # size or backbone the user chose) it would mis-score, so the default falls back to the training-free
-        # similarity there, while a checkpoint asked for by name fails loudly (above).
-        net, meta = load_similarity(SHIPPED_CHECKPOINT)
+        net, meta = load_similarity(path)
         expected = (meta or {}).get("encoder_version")
         if not self._fits_encoder(expected):
+            if named:
+                raise InputError("incompatible_store", f"checkpoint {path} was trained on {expected} features, "
+                                 f"the encoder is {self.features_version}")
             log.warning("the shipped checkpoint expects %s features, the encoder is %s: using the untrained "
                         "Chamfer similarity", expected, self.features_version)
             return None
-        return SHIPPED_CHECKPOINT, net
+        return path, net
 
     @property
     def checkpoint_path(self) -> Path | None:
