@@ -27,7 +27,7 @@ import torch
 
 from bench.copies import split
 from bench.copies.run import _ignored, build_queries, cached_engine, worst_family, write_ablation
-from bench.metrics import summary
+from bench.metrics import mean_average_precision, micro_average_precision, summary
 from indexer.engine import Engine
 from model.checkpoint import load_similarity
 from model.similarity import HAPVRSimilarity
@@ -108,9 +108,10 @@ def bootstrap_gain(scores: Scores, base: Scores, queries: list[dict], draws: int
         for k, original in enumerate(sample):  # an original drawn twice counts twice
             for q in by_original[original]:
                 picked[f"{q['path']}#{k}"], relevant[f"{q['path']}#{k}"] = q["path"], set(q["relevant"])
-        a = summary({key: scores[path] for key, path in picked.items()}, relevant, database)
-        b = summary({key: base[path] for key, path in picked.items()}, relevant, database)
-        return a["mAP"] - b["mAP"], a["uAP"] - b["uAP"]
+        ours = {key: scores[path] for key, path in picked.items()}
+        theirs = {key: base[path] for key, path in picked.items()}
+        return (mean_average_precision(ours, relevant, database) - mean_average_precision(theirs, relevant, database),
+                micro_average_precision(ours, relevant, database) - micro_average_precision(theirs, relevant, database))
 
     rng = np.random.default_rng(seed)
     observed = gains(originals)

@@ -54,7 +54,7 @@ def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, flo
 HEADS = ("comparator", "attention")  # the paper's video score; the attention then training-free Chamfer
 
 
-def gains(row: dict[str, float], base: dict[str, float]) -> float:
+def smaller_gain(row: dict[str, float], base: dict[str, float]) -> float:
     """The smaller of the mAP and μAP gains of `row` over `base`: the issue's goal is a gain in both, so a
     setting that buys mAP with μAP (or the other way round) does not count as better."""
     return min(row["mAP"] - base["mAP"], row["uAP"] - base["uAP"])
@@ -66,7 +66,7 @@ def choose(rows: dict[tuple[str, float], dict[str, float]]) -> tuple[str, float]
     share (closer to the untrained score). When no setting gains on both, that is plain Chamfer."""
     base = rows[("comparator", 1.0)]
     allowed = [key for key, r in rows.items() if r["worst"] >= -MAX_FAMILY_LOSS]
-    return max(allowed, key=lambda key: (round(gains(rows[key], base), 6), key[0] == "comparator", key[1]))
+    return max(allowed, key=lambda key: (round(smaller_gain(rows[key], base), 6), key[0] == "comparator", key[1]))
 
 
 def parse_folds(values: list[str]) -> list[tuple[int, str]]:
@@ -164,7 +164,7 @@ def main() -> None:
             t = test[key]
             cells += f"     {t['mAP']:.4f} {t['uAP']:.4f} {t['worst']:+.3f} {t['family']}"
         mark = "  <- chosen on validation" if key == best else ""
-        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {gains(v, base):+.4f} "
+        print(f"{key[0]:>10} {key[1]:5.1f} |     {v['mAP']:.4f} {v['uAP']:.4f} {smaller_gain(v, base):+.4f} "
               f"{v['worst']:+.3f} {v['family']:<9} |"
               f"{cells}{mark}")
     print("(share 1.0 is plain Chamfer, the untrained similarity; comparator at 0.0 is the paper's learned network "

@@ -47,19 +47,25 @@ def train_split(root: Path = SHARED) -> list[str]:
 FOLDS = 2
 
 
-def validation_originals(fold: int = 0) -> list[str]:
-    """Train clips held out of a fold's training so that their edited copies can validate a choice
-    (`bench.copies.mix`) on videos the network has not seen, never on test ones: every other clip of the
-    train clips of varied content (fold 0 the even ones, fold 1 the odd ones) plus two of the one-room
-    ASL clips (different ones per fold). The `face-demographics` and `head-pose` clips are never held
-    out: they are cuts of one another, related without being labelled so."""
+def _held_out_parts(fold: int) -> tuple[list[str], list[str]]:
+    """Fold `fold`'s held-out train clips, as (varied content, ASL room): every other clip of the train
+    clips of varied content (fold 0 the even ones, fold 1 the odd ones) and two of the one-room ASL clips
+    (different ones per fold). The `face-demographics` and `head-pose` clips are never held out: they are
+    cuts of one another, related without being labelled so."""
     if not 0 <= fold < FOLDS:
         raise ValueError(f"fold must be 0-{FOLDS - 1}, got {fold}")
     train = train_split()
     varied = [n for n in train if not n.startswith(("intel__asl", "intel__preview_face-demographics",
                                                     "intel__preview_head-pose"))]
     asl = [n for n in train if n.startswith("intel__asl")]
-    return sorted(varied[fold::FOLDS] + asl[2 * fold:2 * fold + 2])
+    return varied[fold::FOLDS], asl[2 * fold:2 * fold + 2]
+
+
+def validation_originals(fold: int = 0) -> list[str]:
+    """Train clips held out of a fold's training so that their edited copies can validate a choice
+    (`bench.copies.mix`) on videos the network has not seen, never on test ones (`_held_out_parts`)."""
+    varied, asl = _held_out_parts(fold)
+    return sorted(varied + asl)
 
 
 def validation_query_originals(fold: int = 0) -> list[str]:
@@ -67,7 +73,7 @@ def validation_query_originals(fold: int = 0) -> list[str]:
     content only. The held-out ASL clips stay in the database, as hard negatives the fold network has not
     seen, but are not queried: no test query comes from that room, and its 18 look-alike negatives would
     make validation reward what a network learned about that one room (docs/TRAINING.md)."""
-    return [n for n in validation_originals(fold) if not n.startswith("intel__asl")]
+    return sorted(_held_out_parts(fold)[0])
 
 
 def fold_train(fold: int = 0) -> list[str]:
