@@ -36,6 +36,8 @@ from model.teacher import backbone_teacher
 
 log = logging.getLogger(__name__)
 
+HEADS = ("comparator", "attention")  # what `--head` may name (model.similarity.HAPVRSimilarity.comparator)
+
 
 @dataclass
 class TrainConfig:
@@ -74,6 +76,11 @@ class TrainConfig:
     dino_weights: str = ""  # DINO ViT-S/16 checkpoint supplied by the user (dino_deitsmall16_pretrain.pth)
     seed: int = 0
     save_every: int = 100
+    # How the written checkpoint scores a pair at inference; training never sees these (its losses use
+    # the learned score alone). "comparator" with share 0 is the paper's network; `make train-checkpoint`
+    # sets the shipped recipe's fixed values (docs/TRAINING.md, "The inference setting").
+    head: str = "comparator"  # or "attention": the trained attention, then training-free TopK-Chamfer
+    chamfer_mix: float = 0.0  # share m of the untrained Chamfer score: (1 - m) * head + m * Chamfer
     extra: dict = field(default_factory=dict)
 
     @property
@@ -327,6 +334,10 @@ def run(args: argparse.Namespace) -> int:
     from model.encoder import FrameEncoder
 
     config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig()) if hasattr(args, k)})
+    if config.head not in HEADS or not 0.0 <= config.chamfer_mix <= 1.0:
+        print(f"hapvr train: --head must be one of {', '.join(HEADS)} and --chamfer-mix lie in [0, 1] "
+              f"(got {config.head!r}, {config.chamfer_mix})", flush=True)
+        return 2
     settings = Settings()
     device = settings.torch_device()
     # Trained on the fp32 features (the paper's precision): the checkpoint then serves the fp32 and the
@@ -347,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
     net = train(FeatureCache(files, config.viv_views, config.viv_area), config, work / f"state-{stem}.pt",
                 work / f"log-{stem}.jsonl",
                 resume=args.resume, progress=not args.quiet, device=device)
+    net.comparator, net.chamfer_mix = config.head == "comparator", config.chamfer_mix
     save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,
                     trained={"config": asdict(config), "videos": len(files), "seconds": round(time.perf_counter() - start)})
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB) after {config.steps} steps")

@@ -141,3 +141,21 @@ def test_kill_9_mid_indexing_leaves_a_consistent_store(tmp_path):
     with sqlite3.connect(db) as conn:
         total, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT sha256) FROM videos").fetchone()
     assert total == distinct == len(names)
+
+
+def test_train_writes_the_inference_setting_it_is_given(folder, tmp_path):
+    """`make train-checkpoint` relies on `--head` / `--chamfer-mix` landing in the checkpoint the engine
+    loads; a value the network cannot score with is refused before any video is decoded."""
+    from model.checkpoint import load_similarity
+
+    out = tmp_path / "sim.pt"
+    bad = hapvr("train", str(folder), "--out", str(out), "--work", str(tmp_path / "work"), "--head", "cosine",
+                data=tmp_path / "d")
+    assert bad.returncode == 2 and "--head must be one of comparator, attention" in bad.stdout
+    assert not out.exists() and not (tmp_path / "work").exists()
+    hapvr("train", str(folder), "--out", str(out), "--work", str(tmp_path / "work"), "--quiet", "--window", "8",
+          "--batch", "2", "--steps", "2", "--warmup", "1", "--strong-views", "1", "--viv-views", "0",
+          "--head", "attention", "--chamfer-mix", "0.3", data=tmp_path / "d", check=True)
+    net, meta = load_similarity(out)
+    assert (net.comparator, net.chamfer_mix, net.mode) == (False, 0.3, "attention")
+    assert meta["trained"]["config"]["head"] == "attention" and meta["trained"]["videos"] == len(CLIPS)

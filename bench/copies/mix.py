@@ -1,4 +1,8 @@
-"""Choose how a checkpoint scores a pair: `python -m bench.copies.mix CKPT --fold FOLD0 [--fold FOLD1] [--write]`.
+"""Validate how a checkpoint scores a pair: `python -m bench.copies.mix CKPT --fold FOLD0 [--fold FOLD1] [--write]`.
+
+The shipped recipe fixes that setting (`make train-checkpoint` passes `--head comparator --chamfer-mix 0.5`
+to `hapvr train`: docs/TRAINING.md, "The inference setting"); this is the study it rests on
+(`make validate-setting`), and `--write` applies the study's choice to a checkpoint trained on other data.
 
 Two inference choices that are not in the paper (model.similarity; docs/TRAINING.md): the video
 *head*, the comparator CNN (the paper's) or the training-free temporal TopK-Chamfer on the attended
@@ -35,6 +39,7 @@ from bench.metrics import summary
 from indexer.engine import Engine
 from model.checkpoint import load_similarity, save_similarity
 from model.similarity import HAPVRSimilarity
+from model.train import HEADS  # the paper's video score; the attention then training-free Chamfer
 
 GRID = [round(float(m), 2) for m in np.linspace(0.0, 1.0, 11)]
 MAX_FAMILY_LOSS = 0.02
@@ -50,8 +55,6 @@ def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, flo
     loss, family = worst_family(queries, scores, base)
     return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": min(0.0, loss), "family": family if loss < 0 else ""}
 
-
-HEADS = ("comparator", "attention")  # the paper's video score; the attention then training-free Chamfer
 
 
 def smaller_gain(row: dict[str, float], base: dict[str, float]) -> float:
@@ -135,7 +138,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="store the chosen head and share in the checkpoint")
     parser.add_argument("--no-test", action="store_true",
                         help="skip CKPT's test columns (for the record only; they take the test queries and "
-                             "a third of the time): what `make train-checkpoint` runs")
+                             "a third of the time): what `make validate-setting` runs")
     args = parser.parse_args()
     try:
         fold_paths = parse_folds(args.fold)
