@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import publish, table
-from tests.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
+from bench.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 
 CLIPS = Path(__file__).resolve().parents[1] / "demo" / "videos"
 

@@ -108,7 +108,7 @@ def test_mix_choice_takes_the_largest_gain_on_both_measures_within_the_family_li
 
 @needs_shared
 def test_bootstrap_gain_draws_whole_originals_and_brackets_the_observed_gain():
-    from bench.copies.floor import bootstrap_gain, parse_setting
+    from bench.copies.floor import PairedBootstrap, bootstrap_gain, parse_setting
 
     db = split.all_clips()
     a, b, c = db[:3]
@@ -122,6 +122,8 @@ def test_bootstrap_gain_draws_whole_originals_and_brackets_the_observed_gain():
     for observed, low, high in gain.values():
         assert low <= observed <= high and low >= 0.0 and high > 0.0
     assert gain == bootstrap_gain(better, base, queries, draws=200, seed=1)  # deterministic under a seed
+    shared = PairedBootstrap(base, queries, draws=200, seed=1)  # one set of draws for several checkpoints
+    assert shared.gain(better) == gain and shared.gain(base)["uAP"] == (0.0, 0.0, 0.0)
     assert parse_setting("x.pt") == ("x.pt", {})
     assert parse_setting("x.pt@0.5") == ("x.pt", {"chamfer_mix": 0.5})
     assert parse_setting("x.pt@attention:0.1") == ("x.pt", {"chamfer_mix": 0.1, "comparator": False})

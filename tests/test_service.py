@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clip
-from tests.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
+from bench.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 from tests.videos import write_audio_only, write_png
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")

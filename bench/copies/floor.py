@@ -91,33 +91,43 @@ def headline(scores: Scores, base: Scores, queries: list[dict]) -> str:
             f"worst family mAP vs untrained {change}")
 
 
-def bootstrap_gain(scores: Scores, base: Scores, queries: list[dict], draws: int = 1000,
-                   seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """The mAP and μAP gains of `scores` over `base`, each with a 90% interval from a paired bootstrap
-    over the originals (all the copies of an original, and its natural near-duplicates, are drawn
-    together, since they share content): how far a gain measured on this few originals can be trusted.
-    {"mAP": (gain, 5th percentile, 95th percentile), "uAP": (...)}"""
-    by_original: dict[str, list[dict]] = {}
-    for q in queries:
-        by_original.setdefault(q["original"], []).append(q)
-    originals = sorted(by_original)
-    database = split.all_clips()
+class PairedBootstrap:
+    """Paired bootstrap over the originals: all the copies of an original, and its natural near-duplicates,
+    are drawn together, since they share content. It tells how far a gain measured on this few originals
+    can be trusted. The draws and the base's metrics on each are made once, so that every checkpoint of a
+    run is paired with the same draws and the base is not rescored per checkpoint."""
 
-    def gains(sample: list[str]) -> tuple[float, float]:
+    def __init__(self, base: Scores, queries: list[dict], draws: int = 1000, seed: int = 0):
+        by_original: dict[str, list[dict]] = {}
+        for q in queries:
+            by_original.setdefault(q["original"], []).append(q)
+        self._by_original, self._database = by_original, split.all_clips()
+        originals = sorted(by_original)
+        rng = np.random.default_rng(seed)
+        self._samples = [originals] + [list(rng.choice(originals, len(originals))) for _ in range(draws)]
+        self._base = [self._metrics(base, sample) for sample in self._samples]
+
+    def _metrics(self, scores: Scores, sample: list[str]) -> tuple[float, float]:
         picked, relevant = {}, {}
         for k, original in enumerate(sample):  # an original drawn twice counts twice
-            for q in by_original[original]:
-                picked[f"{q['path']}#{k}"], relevant[f"{q['path']}#{k}"] = q["path"], set(q["relevant"])
-        ours = {key: scores[path] for key, path in picked.items()}
-        theirs = {key: base[path] for key, path in picked.items()}
-        return (mean_average_precision(ours, relevant, database) - mean_average_precision(theirs, relevant, database),
-                micro_average_precision(ours, relevant, database) - micro_average_precision(theirs, relevant, database))
+            for q in self._by_original[original]:
+                key = f"{q['path']}#{k}"
+                picked[key], relevant[key] = scores[q["path"]], set(q["relevant"])
+        return (mean_average_precision(picked, relevant, self._database),
+                micro_average_precision(picked, relevant, self._database))
 
-    rng = np.random.default_rng(seed)
-    observed = gains(originals)
-    drawn = np.array([gains(list(rng.choice(originals, len(originals)))) for _ in range(draws)])
-    low, high = np.percentile(drawn, [5, 95], axis=0)
-    return {name: (observed[i], float(low[i]), float(high[i])) for i, name in enumerate(("mAP", "uAP"))}
+    def gain(self, scores: Scores) -> dict[str, tuple[float, float, float]]:
+        """{"mAP": (gain over the base, 5th percentile, 95th percentile), "uAP": (...)}"""
+        gains = np.array([np.subtract(self._metrics(scores, sample), base)
+                          for sample, base in zip(self._samples, self._base)])
+        low, high = np.percentile(gains[1:], [5, 95], axis=0)
+        return {name: (float(gains[0][i]), float(low[i]), float(high[i])) for i, name in enumerate(("mAP", "uAP"))}
+
+
+def bootstrap_gain(scores: Scores, base: Scores, queries: list[dict], draws: int = 1000,
+                   seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """The mAP and μAP gains of `scores` over `base`, each with a 90% interval (`PairedBootstrap`)."""
+    return PairedBootstrap(base, queries, draws, seed).gain(scores)
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -179,6 +189,7 @@ def main() -> None:
     for name, path in ablation.items():
         nets[name] = load_similarity(path)[0]
     scored: dict[str, Scores] = {}
+    bootstrap: PairedBootstrap | None = None
     for label, net in nets.items():  # untrained Chamfer first: the base of every headline
         start = time.perf_counter()
         scores = scored[label] = score_all(net, queries, db, query_feats)
@@ -187,7 +198,8 @@ def main() -> None:
               f"{ms:.0f} ms a query against all {len(db)} clips", flush=True)
         print("\n".join(floor_report(scores, queries, args.lowest)), flush=True)
         if args.bootstrap and label != "untrained Chamfer":
-            gain = bootstrap_gain(scores, scored["untrained Chamfer"], queries, args.bootstrap)
+            bootstrap = bootstrap or PairedBootstrap(scored["untrained Chamfer"], queries, args.bootstrap)
+            gain = bootstrap.gain(scores)
             print("  gain over untrained Chamfer, 90% interval over the originals: " + ", ".join(
                 f"{name} {g:+.4f} [{low:+.4f}, {high:+.4f}]" for name, (g, low, high) in gain.items()), flush=True)
     if ablation:

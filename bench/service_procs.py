@@ -1,4 +1,6 @@
-"""Real processes for service tests: a private redis-server, uvicorn API servers and workers."""
+"""Real processes for the service tests and the load test: a private redis-server, uvicorn API servers and
+workers. It lives in bench/ (installed) rather than tests/ so that `bench.load_test` does not import the test
+suite."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: servers run `python -m service...` from it
 
 
 def free_port() -> int:
