@@ -59,7 +59,7 @@ train-checkpoint: $(STAMP)
 # the validation study behind that setting (docs/TRAINING.md, "Choosing the head and the share"): the
 # recipe on each validation fold's clips, one network per seed in FOLD_SEEDS, then every head and share
 # scored on the clips each fold did not see (MIX_WRITE=--write stores the study's choice in CKPT); with
-# three seeds 1-2.5 hours on 2 cores
+# three seeds 0.5-3 hours on 2 cores
 FOLD_SEEDS ?= 0 1 2
 MIX_WRITE ?=
 FOLD_NETS := $(foreach s,$(FOLD_SEEDS),$(foreach f,0 1,$(f):$(TRAIN_WORK)/fold$(f)-seed$(s).pt))
