@@ -79,10 +79,17 @@ class Proc:
                                          stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT)
         return self
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = signal.SIGKILL, grace: float = 30) -> None:
+        """Send `sig`. A process still running `grace` seconds later is killed outright: a worker stopped
+        with SIGTERM first finishes its job, which on a slow 2-core VM can outlast the grace period, and a
+        teardown must not fail for that (no test here times a graceful stop)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
 
 
 def service_env(data: Path, port: int, redis_url: str | None = None, **extra: str) -> dict[str, str]:

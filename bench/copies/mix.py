@@ -56,7 +56,6 @@ def evaluate(scores: Scores, base: Scores, queries: list[dict]) -> dict[str, flo
     return {"mAP": overall["mAP"], "uAP": overall["uAP"], "worst": min(0.0, loss), "family": family if loss < 0 else ""}
 
 
-
 def smaller_gain(row: dict[str, float], base: dict[str, float]) -> float:
     """The smaller of the mAP and μAP gains of `row` over `base`: the issue's goal is a gain in both, so a
     setting that buys mAP with μAP (or the other way round) does not count as better."""
