@@ -23,6 +23,9 @@ from torch import nn
 TARGET_CHUNK = 2048
 #: HAP-VR's evaluator tiles short videos to at least 8 frames (S2VS: 4); the CNN needs >= 4
 MIN_FRAMES = 8
+#: the video heads a learned network can score with: the paper's comparator CNN (`comparator=True`), or its
+# attention followed by the training-free temporal TopK-Chamfer (`comparator=False`, not in the paper)
+HEADS = ("comparator", "attention")
 
 
 def topk_count(n: int | torch.Tensor, rate: float) -> int | torch.Tensor:

@@ -31,12 +31,10 @@ from model.augment import (PAPER_VIV_AREA, gather, pixel_video_in_video, pixel_v
 from model.checkpoint import save_similarity
 from model.losses import (HAPVRLoss, InnerQuadLinearAP, LossWeights, PooledQuadLinearAP, QuadLinearAP,
                           sigmoid_surrogate)
-from model.similarity import HAPVRSimilarity
+from model.similarity import HEADS, HAPVRSimilarity
 from model.teacher import backbone_teacher
 
 log = logging.getLogger(__name__)
-
-HEADS = ("comparator", "attention")  # what `--head` may name (model.similarity.HAPVRSimilarity.comparator)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from bench.copies.run import _ignored, build_queries, cached_engine, worst_famil
 from bench.metrics import mean_average_precision, micro_average_precision, summary
 from indexer.engine import Engine
 from model.checkpoint import load_similarity
-from model.similarity import HAPVRSimilarity
+from model.similarity import HEADS, HAPVRSimilarity
 
 Scores = dict[str, dict[str, float]]
 
@@ -137,8 +137,8 @@ def parse_setting(text: str) -> tuple[str, dict]:
     if not setting:
         return file, {}
     head, _, share = setting.rpartition(":")
-    if head not in ("", "comparator", "attention"):
-        raise ValueError(f"{text}: the head must be comparator or attention, got {head!r}")
+    if head not in ("", *HEADS):
+        raise ValueError(f"{text}: the head must be one of {', '.join(HEADS)}, got {head!r}")
     return file, {"chamfer_mix": float(share), **({"comparator": head == "comparator"} if head else {})}
 
 

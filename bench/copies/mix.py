@@ -38,8 +38,7 @@ from bench.copies.run import build_queries, cached_engine, worst_family
 from bench.metrics import summary
 from indexer.engine import Engine
 from model.checkpoint import load_similarity, save_similarity
-from model.similarity import HAPVRSimilarity
-from model.train import HEADS  # the paper's video score; the attention then training-free Chamfer
+from model.similarity import HEADS, HAPVRSimilarity
 
 GRID = [round(float(m), 2) for m in np.linspace(0.0, 1.0, 11)]
 MAX_FAMILY_LOSS = 0.02
