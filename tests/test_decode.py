@@ -6,7 +6,7 @@ import pytest
 
 from indexer.decode import Limits, decode_all, probe, sampling_rate
 from indexer.errors import InputError
-from tests.conftest import clip
+from tests.clips import BIKES, BOTTLE, clip, faststart
 from tests.videos import rotate_mp4, write_audio_only, write_png, write_video
 
 CODECS = [
@@ -63,7 +63,7 @@ def test_rotation_metadata_is_honoured(tmp_path):
 
 
 def test_real_clip_at_one_fps():
-    path = clip("moviepy__chaplin.mp4")  # 9.6 s, 25 fps
+    path = clip(BIKES)  # 10 s, 25 fps
     batch = decode_all(path, fps=1.0)
     assert len(batch.timestamps) == 10
     assert np.allclose(batch.timestamps, np.arange(10), atol=0.05)
@@ -96,7 +96,7 @@ def test_bad_inputs_get_one_clear_error(tmp_path, make, code):
 
 
 def test_truncated_files(tmp_path):
-    data = clip("sam2__01_dog.mp4").read_bytes()
+    data = faststart(BOTTLE, tmp_path).read_bytes()  # a prefix past the index probes, then fails to decode
     for n, name in ((3000, "head.mp4"), (200_000, "part.mp4")):
         path = tmp_path / name
         path.write_bytes(data[:n])

@@ -1,4 +1,4 @@
-"""The frame encoder on real frames from ../shared/videos."""
+"""The frame encoder on real frames of the demo clips."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.videoedit import read_clip
-from tests.conftest import clip
+from tests.clips import BIKES, CAR, CLASSROOM, clip
 
 
 def jpeg_roundtrip(frames: np.ndarray, quality: int = 25) -> np.ndarray:
@@ -24,9 +24,9 @@ def jpeg_roundtrip(frames: np.ndarray, quality: int = 25) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def frames():
-    a = read_clip(clip("sam2__01_dog.mp4"), fps=1.0).frames[:4]
-    b = read_clip(clip("moviepy__chaplin.mp4"), fps=1.0).frames[:4]
-    c = read_clip(clip("intel__car-detection.mp4"), fps=1.0).frames[:4]
+    a = read_clip(clip(BIKES), fps=1.0).frames[:4]
+    b = read_clip(clip(CLASSROOM), fps=1.0).frames[:4]
+    c = read_clip(clip(CAR), fps=1.0).frames[:4]
     return np.stack(a), np.stack(b), np.stack(c)
 
 
@@ -185,11 +185,11 @@ def test_int8_ranges_from_the_cli_quantize_end_to_end(tmp_path, frames, monkeypa
 
     monkeypatch.setenv("HAPVR_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "ranges.json"
-    assert main(["calibrate-int8", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")),
+    assert main(["calibrate-int8", str(clip(BIKES)), str(clip(CLASSROOM)),
                  "--out", str(out), "--quiet", "--batch", "8"]) == 0
     assert out.is_file() and "lowest" in out.read_text()
     again = tmp_path / "again.json"  # reproducible to the byte: the encoder version hashes this file
-    assert main(["calibrate-int8", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")),
+    assert main(["calibrate-int8", str(clip(BIKES)), str(clip(CLASSROOM)),
                  "--out", str(again), "--quiet", "--batch", "8"]) == 0
     assert again.read_bytes() == out.read_bytes()
     enc = FrameEncoder(EncoderConfig(precision="int8", int8_ranges=out), runtime="onnx", cache_dir=tmp_path / "cache")
@@ -211,7 +211,7 @@ def test_learn_pca_from_the_cli_whitens_real_regions_and_feeds_an_encoder(tmp_pa
 
     monkeypatch.setenv("HAPVR_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "pca.npz"
-    assert main(["learn-pca", str(clip("sam2__01_dog.mp4")), str(clip("moviepy__chaplin.mp4")), "--out", str(out),
+    assert main(["learn-pca", str(clip(BIKES)), str(clip(CLASSROOM)), "--out", str(out),
                  "--dims", "32", "--fps", "1", "--quiet"]) == 0
     params = load_pca_params(out)
     v, d = params["V"].astype(np.float64), params["d"]

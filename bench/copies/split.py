@@ -9,9 +9,11 @@ positives of each other). The database is every clip of both splits.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "videos"
+#: the shared clip collection: HAPVR_SHARED_VIDEOS, else ../shared/videos beside the checkout
+SHARED = Path(os.environ.get("HAPVR_SHARED_VIDEOS", Path(__file__).resolve().parents[3] / "shared" / "videos"))
 
 NATURAL_GROUPS = {
     "A": ["intel__bottle-detection.mp4", "intel__preview_bottle-detection.mp4"],
