@@ -26,14 +26,31 @@ def expand_paths(paths: list[str]) -> Iterator[Path]:
             yield path
 
 
-def _engine(args: argparse.Namespace):
-    from indexer.engine import Engine
+def _settings(args: argparse.Namespace):
     from indexer.settings import Settings
 
-    overrides = {}
-    if args.data:
-        overrides["data"] = Path(args.data)
-    return Engine(Settings(**overrides))
+    return Settings(**({"data": Path(args.data)} if args.data else {}))
+
+
+def _existing_data(args: argparse.Namespace) -> Path:
+    """The data directory a reading command names; a folder that holds no index is refused (a typo must not
+    look like an empty collection, nor leave an empty folder behind)."""
+    from indexer.store import Store
+
+    data = _settings(args).data
+    if not Store.exists(data):
+        raise InputError("no_store", f"{data}: no index here (create one with `hapvr index VIDEOS --data {data}`)")
+    return data
+
+
+def _engine(args: argparse.Namespace, existing: bool = True):
+    """The engine on the command's data directory; `existing`: the directory must already hold an index."""
+    from indexer.engine import Engine
+
+    settings = _settings(args)
+    if existing:
+        _existing_data(args)
+    return Engine(settings)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -44,7 +61,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         print("hapvr index: no video files found", file=sys.stderr)
         return 2
     metadata = json.loads(args.metadata) if args.metadata else None
-    engine = _engine(args)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("--metadata must be a JSON object")
+    engine = _engine(args, existing=False)
     engine.store.remove_orphans()  # feature files of jobs killed mid-write, if any
     counts = {"indexed": 0, "already indexed": 0, "failed": 0}
     failures: list[tuple[Path, InputError | Exception]] = []
@@ -101,15 +120,19 @@ def cmd_query(args: argparse.Namespace) -> int:
                 result = engine.query(video, top_k=args.top_k, min_score=args.min_score)
         except InputError as exc:
             print(f"FAILED [{exc.code}] {exc.message}", file=sys.stderr)
-            status = status or exc.exit_code
+            if args.json:  # one line per query on stdout, failed or not, so that a script can zip them up
+                print(json.dumps({"query": video, "error": {"code": exc.code, "message": exc.message}}), flush=True)
+            status = exc.exit_code if status in (0, exc.exit_code) else InputError.MIXED
             continue
         print(json.dumps(result) if args.json else _format_table(result), flush=True)
     return status
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    records = engine.store.list(offset=args.offset, limit=args.limit)
+    from indexer.store import Store
+
+    store = Store.open_existing(_existing_data(args))  # rows only: no model is loaded to list them
+    records = store.list(offset=args.offset, limit=args.limit)
     for r in records:
         if args.json:
             print(json.dumps(r.public()))
@@ -119,15 +142,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    """Rows and feature files go now; the FAISS index, derived from the rows, drops them when next opened."""
+    from indexer.store import Store
+
+    store = Store.open_existing(_existing_data(args))
     status = 0
     for video_id in args.ids:
-        if engine.delete(video_id):
+        if store.delete(video_id):
             print(f"deleted {video_id}")
         else:
             print(f"FAILED [not_found] no indexed video with id {video_id}", file=sys.stderr)
             status = InputError.EXIT_CODES["not_found"]
-    engine.save()
+    store.checkpoint()
     return status
 
 
@@ -245,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from model.train import add_arguments, run
+    from indexer.train_cli import add_arguments, run
 
     p = sub.add_parser("train", help="self-supervised training of the similarity network on unlabeled videos")
     add_arguments(p)

@@ -456,6 +456,27 @@ class Engine:
         order = np.argsort(-totals, kind="stable")[:limit]
         return [(int(videos[i]), float(totals[i])) for i in order]
 
+    # ----- the catalogue, for front ends (the HTTP layer reaches stored data only through these)
+    def video(self, video_id: str) -> VideoRecord | None:
+        return self.store.get(video_id)
+
+    def video_by_sha256(self, sha256: str) -> VideoRecord | None:
+        return self.store.by_sha256(sha256)
+
+    def videos(self, offset: int = 0, limit: int = 100,
+               metadata_filter: dict[str, str] | None = None) -> tuple[list[VideoRecord], int]:
+        """One page of indexed videos in indexing order, and how many match the filter in all."""
+        return (self.store.list(offset=offset, limit=limit, metadata_filter=metadata_filter),
+                self.store.count(metadata_filter))
+
+    def open(self) -> None:
+        """Open (and version-check) the store now rather than on first use: a service fails at start."""
+        self.store  # noqa: B018 - the cached property opens it
+
+    def stats(self) -> dict[str, int]:
+        """Cheap counts for health checks and metrics: videos, and bytes of features and SQLite."""
+        return {"videos": self.store.count(), "bytes": sum(self.store.sizes().values())}
+
     # ----- listing
     def info(self) -> dict:
         store = self.store

@@ -15,7 +15,11 @@ class InputError(Exception):
         "too_large": 15,
         "not_found": 16,
         "incompatible_store": 17,
+        "no_store": 18,
+        "storage_full": 19,
     }
+    #: exit status of a command where several files failed with different codes, or something unexpected broke
+    MIXED = 1
 
     def __init__(self, code: str, message: str):
         super().__init__(message)

@@ -97,12 +97,28 @@ def _record(row: sqlite3.Row) -> VideoRecord:
 class Store:
     """SQLite + feature files under one directory. Safe for many readers and one writer at a time."""
 
-    def __init__(self, root: str | Path, model_version: str):
+    DB_NAME = "store.sqlite"
+
+    @classmethod
+    def exists(cls, root: str | Path) -> bool:
+        """Whether `root` holds a store (readers refuse a folder that does not, instead of creating one)."""
+        return (Path(root) / cls.DB_NAME).is_file()
+
+    @classmethod
+    def open_existing(cls, root: str | Path) -> "Store":
+        """Open a store whatever model it was indexed with: for work that reads or deletes rows and loads no
+        model (`hapvr list`, `hapvr delete`). Raises InputError(no_store) where there is none."""
+        if not cls.exists(root):
+            raise InputError("no_store", f"{root}: no index here")
+        return cls(root, model_version=None)
+
+    def __init__(self, root: str | Path, model_version: str | None):
+        """`model_version` None: the store's own, unchecked (see `open_existing`)."""
         self.root = Path(root)
         self.features_dir = self.root / "features"
         self.features_dir.mkdir(parents=True, exist_ok=True)
         self.model_version = model_version
-        self.db = sqlite3.connect(self.root / "store.sqlite", timeout=60, check_same_thread=False,
+        self.db = sqlite3.connect(self.root / self.DB_NAME, timeout=60, check_same_thread=False,
                                   isolation_level=None)
         self.db.row_factory = sqlite3.Row
         # One connection shared by the threads of a process: statements and the
@@ -127,6 +143,9 @@ class Store:
 
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM info WHERE key='model_version'").fetchone()
+        if self.model_version is None:  # open_existing: take the store's version as it is
+            self.model_version = row[0] if row else ""
+            return
         if row is None:
             self.db.execute("INSERT INTO info VALUES ('model_version', ?)", (self.model_version,))
         elif row[0] != self.model_version:
@@ -225,19 +244,25 @@ class Store:
                 out[row["seq"]] = _record(row)
         return out
 
+    @staticmethod
+    def _where(metadata_filter: dict[str, str] | None) -> tuple[str, list]:
+        """A WHERE clause matching every key: value of user metadata (JSON paths, bound as parameters)."""
+        if not metadata_filter:
+            return "", []
+        clauses, args = [], []
+        for key, value in metadata_filter.items():
+            clauses.append("json_extract(metadata, ?) = ?")
+            args += [f'$."{key}"', value]
+        return " WHERE " + " AND ".join(clauses), args
+
     def list(self, offset: int = 0, limit: int = 100, metadata_filter: dict[str, str] | None = None) -> list[VideoRecord]:
-        sql, args = "SELECT * FROM videos", []
-        if metadata_filter:
-            clauses = []
-            for key, value in metadata_filter.items():
-                clauses.append("json_extract(metadata, ?) = ?")
-                args += [f'$."{key}"', value]
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq LIMIT ? OFFSET ?"
+        where, args = self._where(metadata_filter)
+        sql = f"SELECT * FROM videos{where} ORDER BY seq LIMIT ? OFFSET ?"
         return [_record(r) for r in self._rows(sql, [*args, limit, offset])]
 
-    def count(self) -> int:
-        return int(self._one("SELECT COUNT(*) FROM videos")[0])
+    def count(self, metadata_filter: dict[str, str] | None = None) -> int:
+        where, args = self._where(metadata_filter)
+        return int(self._one(f"SELECT COUNT(*) FROM videos{where}", args)[0])
 
     def seqs_after(self, seq: int) -> list[tuple[int, str]]:
         return [(r[0], r[1]) for r in self._rows("SELECT seq, id FROM videos WHERE seq > ? ORDER BY seq", (seq,))]

@@ -1,10 +1,6 @@
-"""HAP-VR model core: frame encoder, similarity network and the AP-oriented losses.
+"""HAP-VR model core: frame encoder (`model.encoder`), similarity network (`model.similarity`), losses
+(`model.losses`) and training (`model.train`).
 
-The public surface is small on purpose: the indexer only needs an encoder
-(`build_encoder`) and a similarity network (`HAPVRSimilarity`); training needs
-`model.losses`.
+The package imports nothing on its own: importing a torch-free part (`model.train_config`) must not load
+torch, so that the `hapvr` command starts fast.
 """
-from model.encoder import FrameEncoder, build_encoder
-from model.similarity import HAPVRSimilarity
-
-__all__ = ["FrameEncoder", "build_encoder", "HAPVRSimilarity"]

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
+from model.train_config import PAPER_VIV_AREA  # the ViV inset area lives with the training configuration
+
 
 def _resized_crop(rng: np.random.Generator, w: int, h: int, scale: tuple[float, float]) -> tuple[int, int, int, int]:
     area = w * h
@@ -116,8 +118,6 @@ def pixel_view(frames: np.ndarray, rng: np.random.Generator, strong: bool, size:
     return out
 
 
-#: share of the frame a video-in-video inset covers, 1 - lambda with lambda ~ U(0.3, 0.7) in the paper
-PAPER_VIV_AREA = (0.3, 0.7)
 
 
 def pixel_video_in_video(host: np.ndarray, inset: np.ndarray, rng: np.random.Generator,

@@ -1,4 +1,4 @@
-"""Self-supervised HAP-VR training on cached features: `hapvr train VIDEOS --out CKPT`.
+"""Self-supervised HAP-VR training on cached features (`hapvr train VIDEOS --out CKPT`, indexer/train_cli.py).
 
 Practical on a 2-core CPU because the frozen encoder runs once per cached view, not per step:
 1. cache: every video is decoded at 1 fps (densely for short clips), one weak and K strong pixel
@@ -13,77 +13,26 @@ Batches are a pure function of (seed, step), so `--resume` continues exactly.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
 import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.augment import (PAPER_VIV_AREA, gather, pixel_video_in_video, pixel_view, temporal_indices,
+from model.augment import (gather, pixel_video_in_video, pixel_view, temporal_indices,
                            video_in_video)
-from model.checkpoint import save_similarity
 from model.losses import (HAPVRLoss, InnerQuadLinearAP, LossWeights, PooledQuadLinearAP, QuadLinearAP,
                           sigmoid_surrogate)
-from model.similarity import HEADS, HAPVRSimilarity
+from model.similarity import HAPVRSimilarity
 from model.teacher import backbone_teacher
+from model.train_config import PAPER_VIV_AREA, TrainConfig  # torch-free, for the CLI parser
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    window: int = 28  # W, frames per clip (official: 28)
-    batch: int = 8  # source videos per step -> 2B clips (official: 64 per GPU; 16 take 2-6 s a step on 2 cores)
-    steps: int = 200  # official: 30,000 on 2 GPUs
-    lr: float = 2e-4  # official 4e-5 over 30k steps; ours is ~150x shorter, so a larger step size
-    warmup: int = 20
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    strong_views: int = 3  # cached strong pixel views per video
-    viv_p: float = 0.6  # official 0.3; a cached ViV view is usable only when its inset video is in the batch
-    viv_views: int = 2  # cached pixel ViV views per video (another video inset); 0: approximate ViV on features
-    viv_area_min: float = PAPER_VIV_AREA[0]  # share of the frame a ViV inset covers (model.augment)
-    viv_area_max: float = PAPER_VIV_AREA[1]
-    temperature: float = 0.03
-    nce: float = 1.0
-    frame_ap: float = 6.0
-    video_ap: float = 4.0
-    sshn: float = 3.0
-    reg: float = 1.0
-    pooled_ap: float = 0.0  # not in the paper: a μAP surrogate over the whole batch (docs/TRAINING.md)
-    pooled_sigma: float = 0.05
-    graded: float = 0.0  # not in the paper: keep negatives graded like the training-free Chamfer (docs/TRAINING.md)
-    attention_lr: float = 1.0  # the attention's learning rate as a share of lr (the paper: 1)
-    qlap_sigma: float = 0.05
-    qlap_rho: float = 0.1
-    inner_sigma: float = 0.05
-    inner_rho: float = 5.0
-    pseudo_top: float = 0.35
-    pseudo_bottom: float = 0.35
-    video_surrogate: str = "quadlinear"  # or "sigmoid" (Smooth-AP style, for the ablation)
-    f2f_topk_rate: float = 0.1
-    v2v_topk_rate: float = 0.03
-    teacher: str = "backbone"  # or "dino" (the paper's; needs --dino-weights)
-    dino_weights: str = ""  # DINO ViT-S/16 checkpoint supplied by the user (dino_deitsmall16_pretrain.pth)
-    seed: int = 0
-    save_every: int = 100
-    # How the written checkpoint scores a pair at inference; training never sees these (its losses use
-    # the learned score alone). "comparator" with share 0 is the paper's network; `make train-checkpoint`
-    # sets the shipped recipe's fixed values (docs/TRAINING.md, "The inference setting").
-    head: str = "comparator"  # or "attention": the trained attention, then training-free TopK-Chamfer
-    chamfer_mix: float = 0.0  # share m of the untrained Chamfer score: (1 - m) * head + m * Chamfer
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def viv_area(self) -> tuple[float, float]:
-        return self.viv_area_min, self.viv_area_max
 
 
 # ----- cache
@@ -313,51 +262,3 @@ def train(cache: FeatureCache, config: TrainConfig, state_path: Path, log_path: 
                             "config": asdict(config)}, tmp)
                 tmp.replace(state_path)
     return net.eval()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", nargs="+", help="video files or folders (unlabeled)")
-    parser.add_argument("--out", required=True, help="checkpoint to write (weights + config, no optimizer)")
-    parser.add_argument("--work", default="hapvr-train", help="cache, resumable state and training log")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
-    for name, value in asdict(TrainConfig()).items():
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-
-
-def run(args: argparse.Namespace) -> int:
-    from indexer.cli import expand_paths
-    from indexer.settings import Settings
-    from model.encoder import FrameEncoder
-
-    config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig()) if hasattr(args, k)})
-    if config.head not in HEADS or not 0.0 <= config.chamfer_mix <= 1.0:
-        print(f"hapvr train: --head must be one of {', '.join(HEADS)} and --chamfer-mix lie in [0, 1] "
-              f"(got {config.head!r}, {config.chamfer_mix})", flush=True)
-        return 2
-    settings = Settings()
-    device = settings.torch_device()
-    # Trained on the fp32 features (the paper's precision): the checkpoint then serves the fp32 and the
-    # int8 encoder alike, which approximate one feature space (`model.encoder.feature_space`).
-    encoder = FrameEncoder(dataclasses.replace(settings.encoder_config(), precision="fp32", int8_ranges=None),
-                           device=device, cache_dir=settings.cache_dir)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    videos = list(expand_paths(args.videos))
-    cache_dir = work / (f"cache-{encoder.version.replace(':', '_')}-seed{config.seed}-k{config.strong_views}"
-                        f"-{config.teacher}")
-    files = build_cache(videos, encoder, cache_dir, config)
-    if len(files) < 2:
-        print("hapvr train: need at least two decodable videos", flush=True)
-        return 2
-    start = time.perf_counter()
-    stem = Path(args.out).stem  # several runs (an ablation) can share one work folder and its cache
-    net = train(FeatureCache(files, config.viv_views, config.viv_area), config, work / f"state-{stem}.pt",
-                work / f"log-{stem}.jsonl",
-                resume=args.resume, progress=not args.quiet, device=device)
-    net.comparator, net.chamfer_mix = config.head == "comparator", config.chamfer_mix
-    save_similarity(net.cpu(), Path(args.out), encoder_version=encoder.version,
-                    trained={"config": asdict(config), "videos": len(files), "seconds": round(time.perf_counter() - start)})
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB) after {config.steps} steps")
-    return 0

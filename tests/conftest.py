@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clips import DEMO_VIDEOS, ROOT, clip  # noqa: F401 - re-exported for the tests
+from tests.clips import ROOT
 
 #: the shared collection, for the few tests that check the copy benchmark's split of it (bench/copies)
 SHARED_VIDEOS = Path(os.environ.get("HAPVR_SHARED_VIDEOS", ROOT.parent / "shared" / "videos"))

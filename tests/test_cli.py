@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sqlite3
+import re
 import subprocess
 import sys
 import time
@@ -159,3 +160,51 @@ def test_train_writes_the_inference_setting_it_is_given(folder, tmp_path):
     net, meta = load_similarity(out)
     assert (net.comparator, net.chamfer_mix, net.mode) == (False, 0.3, "attention")
     assert meta["trained"]["config"]["head"] == "attention" and meta["trained"]["videos"] == len(CLIPS)
+
+
+def test_reading_commands_refuse_a_data_folder_that_holds_no_index(tmp_path):
+    typo = tmp_path / "typo"
+    for command in (["query", str(clip(ASL))], ["list"], ["info"], ["delete", "abc"]):
+        proc = hapvr(*command, "--data", str(typo), data=tmp_path / "unused")
+        assert proc.returncode == 18, (command, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "[no_store]" in lines[0] and str(typo) in lines[0], proc.stderr
+        assert not typo.exists()  # nothing created by a typo
+
+
+def test_a_failed_json_query_prints_its_error_on_stdout_in_order(tmp_path):
+    data = tmp_path / "data"
+    hapvr("index", str(clip(ASL)), data=data, check=True)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"garbage" * 100)
+    proc = hapvr("query", str(bad), str(clip(ASL)), str(tmp_path / "missing.mp4"), "--json", data=data)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["query"] for line in lines] == [str(bad), str(clip(ASL)), str(tmp_path / "missing.mp4")]
+    assert lines[0]["error"]["code"] == "not_a_video" and "results" not in lines[0]
+    assert lines[1]["results"][0]["source"].endswith(ASL)
+    assert lines[2]["error"]["code"] == "not_found"
+    assert proc.returncode == 1  # two different failures: the documented "several codes" status
+
+
+def test_the_parser_and_list_load_no_torch(tmp_path):
+    """Building the parser (every command, --help) and listing or deleting rows start in a fraction of a second:
+    torch loads only for work that needs the model."""
+    data = tmp_path / "data"
+    hapvr("index", str(clip(ASL)), data=data, check=True)
+    script = ("import sys; from indexer.cli import build_parser, main; build_parser(); "
+              f"code = main(['list', '--data', {str(data)!r}]); "
+              "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ASL in proc.stdout
+
+
+def test_readme_documents_every_exit_code():
+    """The README's exit-code table lists every status the CLI can return, each with its code name."""
+    from indexer.errors import InputError
+
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \|\s*`?(\w*)`?\s*\|", readme, flags=re.M))
+    assert rows.get(str(InputError.MIXED)) == "" and rows.get("2") == "" and rows.get("0") == ""
+    for code, status in InputError.EXIT_CODES.items():
+        assert rows.get(str(status)) == code, (code, status, rows)

@@ -8,7 +8,7 @@ import compose_spec
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.clips import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 
