@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.decode import Limits
-from model.encoder import DEFAULT_SIZE, PRECISIONS, EncoderConfig, shipped_int8_ranges, shipped_pca
+from model.encoder_config import DEFAULT_SIZE, PRECISIONS, EncoderConfig, shipped_int8_ranges, shipped_pca
 
 
 class Settings(BaseSettings):
@@ -66,7 +66,13 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis job queue; unset: in-process queue (embedded default)")
     redis_prefix: str = Field("hapvr", description="prefix of every Redis key (several deployments per Redis)")
     api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
-    max_upload_bytes: int = Field(2 * 1024**3, description="larger uploads get HTTP 413")
+    max_upload_bytes: int = Field(2 * 1024**3, description="larger uploaded files get HTTP 413")
+    max_request_bytes: int = Field(16 * 1024**3, description="largest multipart POST /index request (all its "
+                                   "files together); larger bodies get HTTP 413 before they are read")
+    max_json_bytes: int = Field(1024**2, description="largest JSON request body (HTTP 413 above)")
+    rate_limit: float = Field(20.0, ge=0, description="requests a second per API key (per client address when "
+                              "keys are off), on average; 0: no limit. Over it: HTTP 429 with Retry-After")
+    rate_burst: int = Field(100, ge=1, description="requests a client may send at once before rate_limit applies")
     import_root: Path | None = Field(None, description="server-side folder POST /index may import from")
     query_timeout_s: float = Field(30.0, description="POST /query answers 202 + job id after this")
     job_visibility_s: float = Field(30.0, description="a job held this long by a silent worker is re-delivered")

@@ -22,6 +22,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from service.limits import TokenBuckets
+
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -72,6 +74,7 @@ class RedisQueue:
         self.visibility_ms = int(visibility_s * 1000)
         self.stream = f"{prefix}:jobs"
         self._group_ready = False
+        self._token_script = None
 
     # ----- keys
     def _job(self, job_id: str) -> str:
@@ -147,6 +150,32 @@ class RedisQueue:
                 pubsub.get_message(timeout=min(left, 0.5))
         finally:
             pubsub.close()
+
+    #: a token bucket per client (service.limits): refill at ARGV[1] a second up to ARGV[2]; Redis's own clock,
+    #: so that API processes on several hosts share one bucket whatever their clocks say
+    TOKEN_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local last = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - last) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+    def take_token(self, who: str, rate: float, burst: int) -> float:
+        """Spend one request of `who`'s rate limit: 0 when allowed, else the seconds to wait."""
+        if self._token_script is None:
+            self._token_script = self.redis.register_script(self.TOKEN_SCRIPT)
+        return float(self._token_script(keys=[f"{self.prefix}:rate:{who}"], args=[rate, burst]))
+
+    def forget(self, key: str) -> None:
+        self.redis.delete(f"{self.prefix}:idem:{key}")
 
     def remember(self, key: str, value: dict, ttl_s: int = 86400) -> dict:
         """Set key -> value unless set; returns what is stored (the first value wins)."""
@@ -227,6 +256,7 @@ class LocalQueue:
         self._cancel: set[str] = set()
         self._frames = 0
         self._beats: dict[str, float] = {}
+        self._buckets = TokenBuckets()
 
     def ping(self) -> bool:
         return True
@@ -282,6 +312,13 @@ class LocalQueue:
     def remember(self, key: str, value: dict, ttl_s: int = 86400) -> dict:
         with self._cond:
             return self._idem.setdefault(key, value)
+
+    def forget(self, key: str) -> None:
+        with self._cond:
+            self._idem.pop(key, None)
+
+    def take_token(self, who: str, rate: float, burst: int) -> float:
+        return self._buckets.take(who, rate, burst)
 
     def recall(self, key: str) -> dict | None:
         return self._idem.get(key)

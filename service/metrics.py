@@ -18,9 +18,9 @@ class _StateCollector:
         yield jobs
         yield CounterMetricFamily("hapvr_frames_embedded", "frames embedded by workers for indexing",
                                   value=stats["frames_embedded"])
-        yield GaugeMetricFamily("hapvr_index_videos", "indexed videos", value=self.engine.store.count())
-        yield GaugeMetricFamily("hapvr_index_bytes", "bytes of features and SQLite",
-                                value=sum(self.engine.store.sizes().values()))
+        index = self.engine.stats()
+        yield GaugeMetricFamily("hapvr_index_videos", "indexed videos", value=index["videos"])
+        yield GaugeMetricFamily("hapvr_index_bytes", "bytes of features and SQLite", value=index["bytes"])
         yield GaugeMetricFamily("hapvr_workers_alive", "workers with a fresh heartbeat", value=self.queue.workers_alive())
 
 

@@ -21,6 +21,7 @@ from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.settings import Settings
 from service.jobs import Cancelled, Job, LocalQueue, RedisQueue, make_queue
+from service.uploads import discard_upload
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Worker:
         if q.is_cancelled(job.id):
             q.update(job, state="cancelled", stage="cancelled")
             q.ack(entry)
+            discard_upload(job.payload)
             return
         q.update(job, state="running", stage="decoding", progress=0.0, attempts=job.attempts + 1)
         renew = threading.Event()
@@ -90,9 +92,7 @@ class Worker:
             renew.set()
             keeper.join(timeout=5)
             q.ack(entry)
-            upload = job.payload.get("upload")
-            if upload:
-                Path(upload).unlink(missing_ok=True)
+            discard_upload(job.payload)
 
     def _run(self, job: Job, progress) -> tuple[dict, dict]:
         p = job.payload

@@ -1,0 +1,1 @@
+"""One router per resource: index, query, jobs, videos, health (service/app.py mounts them)."""
