@@ -40,6 +40,15 @@ class Limits:
     max_duration_s: float = 4 * 3600.0
     max_pixels: int = 8192 * 8192
     min_side: int = 16
+    #: declared frame rates above this are refused (a bomb declares millions of tiny frames per second)
+    max_fps: float = 1000.0
+
+    def max_frames(self, info: "VideoInfo") -> int:
+        """The most frames decoding may deliver for a probed file before it is treated as corrupt or
+        hostile: four times what the declared duration and rate allow (FFmpeg estimates some durations),
+        plus two minutes at 25/s; a file with no declared duration gets the duration limit."""
+        duration = info.duration if info.duration > 0 else self.max_duration_s
+        return int(max(duration, 1.0) * min(max(info.fps, 60.0), self.max_fps) * 4) + 3000
 
 
 @dataclass(frozen=True)
@@ -116,23 +125,40 @@ def probe(path: str | Path, limits: Limits = Limits()) -> VideoInfo:
         raise InputError("not_a_video", f"{path}: empty file")
     if size > limits.max_bytes:
         raise InputError("too_large", f"{path}: {size} bytes exceeds the limit of {limits.max_bytes}")
-    with _open(path) as container:
-        if not container.streams:
-            raise InputError("truncated", f"{path}: a container with no readable stream (truncated or corrupt)")
-        if not container.streams.video:
-            raise InputError("no_video_stream", f"{path}: has no video stream")
-        if container.format.name in IMAGE_FORMATS or container.format.name.endswith("_pipe"):
-            raise InputError("not_a_video", f"{path}: a still image ({container.format.name}), not a video")
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        width, height = int(ctx.width or 0), int(ctx.height or 0)
-        if width < limits.min_side or height < limits.min_side or width * height > limits.max_pixels:
-            raise InputError("bad_dimensions", f"{path}: unusable dimensions {width}x{height}")
-        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-        duration = _duration(container, stream)
-        if duration > limits.max_duration_s:
-            raise InputError("too_long", f"{path}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s")
-        codec = ctx.name or "unknown"
+    try:
+        with _open(path) as container:
+            if not container.streams:
+                raise InputError("truncated", f"{path}: a container with no readable stream (truncated or corrupt)")
+            if not container.streams.video:
+                raise InputError("no_video_stream", f"{path}: has no video stream")
+            if container.format.name in IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+                raise InputError("not_a_video", f"{path}: a still image ({container.format.name}), not a video")
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            if ctx is None:  # PyAV has no decoder for the stream's (damaged) codec id
+                raise InputError("truncated", f"{path}: a video stream with no usable codec (truncated or corrupt)")
+            width, height = int(ctx.width or 0), int(ctx.height or 0)
+            if width < limits.min_side or height < limits.min_side or width * height > limits.max_pixels:
+                raise InputError("bad_dimensions", f"{path}: unusable dimensions {width}x{height}")
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            if not math.isfinite(fps) or fps > limits.max_fps:
+                raise InputError("bad_dimensions",
+                                 f"{path}: frame rate {fps:.0f}/s exceeds the limit of {limits.max_fps:.0f}")
+            duration = _duration(container, stream)
+            declared = int(stream.frames or 0)
+            if declared and duration <= 0:
+                duration = declared / fps
+            if not math.isfinite(duration) or duration < 0:
+                raise InputError("truncated", f"{path}: unreadable duration (truncated or corrupt)")
+            if declared > max(duration, 1.0) * limits.max_fps:
+                raise InputError("bad_dimensions", f"{path}: declares {declared} frames in {duration:.1f} s, over "
+                                                   f"{limits.max_fps:.0f} frames/s")
+            if duration > limits.max_duration_s:
+                raise InputError("too_long",
+                                 f"{path}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s")
+            codec = ctx.name or "unknown"
+    except (av.error.FFmpegError, ValueError, OverflowError, ZeroDivisionError) as exc:
+        raise InputError("truncated", f"{path}: unreadable stream header ({exc.__class__.__name__})") from None
     return VideoInfo(duration=duration, fps=fps, width=width, height=height, codec=codec)
 
 
@@ -182,9 +208,18 @@ def iter_frames(
         if step >= 0.25 and stream.codec_context.name in SKIP_NONREF_CODECS:
             stream.codec_context.skip_frame = "NONREF"
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        max_frames, decoded = limits.max_frames(info), 0
         try:
             for frame in container.decode(stream):
+                decoded += 1
+                if decoded > max_frames:
+                    raise InputError("truncated", f"{path}: over {max_frames} frames where {info.duration:.1f} s at "
+                                                  f"{info.fps:.0f}/s were declared (corrupt or hostile)")
+                if frame.width * frame.height > limits.max_pixels or min(frame.width, frame.height) < limits.min_side:
+                    raise InputError("bad_dimensions", f"{path}: a frame of {frame.width}x{frame.height} mid-stream")
                 t = (float(frame.pts * stream.time_base) - start) if frame.pts is not None else next_t
+                if not math.isfinite(t):
+                    t = next_t
                 if t + 1e-6 < next_t:
                     continue
                 rgb = _to_rgb(frame, size_for)
@@ -196,7 +231,9 @@ def iter_frames(
                 if len(frames) >= batch_size:
                     yield FrameBatch(np.asarray(stamps), np.stack(frames))
                     stamps, frames = [], []
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError, OverflowError, ZeroDivisionError) as exc:
+            # ValueError & co.: PyAV's own checks on nonsense fields (a pixel format it cannot convert,
+            # a timestamp out of range) are damage too, not a bug to surface as a 500
             if not got_any:
                 raise InputError("truncated", f"{path}: no decodable video frames ({exc.__class__.__name__})") from None
             log.warning("%s: decoding stopped early at %.1f s (%s); keeping what decoded", path, next_t, exc)

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     max_bytes: int = 4 * 1024**3
     max_duration_s: float = 4 * 3600.0
     max_pixels: int = 8192 * 8192
+    max_fps: float = Field(1000.0, gt=0, description="declared frame rates above this are refused (bad_dimensions), "
+                           "as are files declaring more frames than it allows for their duration")
 
     def encoder_config(self) -> EncoderConfig:
         size = self.frame_size or DEFAULT_SIZE.get(self.backbone, 224)
@@ -104,7 +106,8 @@ class Settings(BaseSettings):
         return "int8" if usable and self.torch_device() == "cpu" and cpu_has_int8_dot() else "fp32"
 
     def limits(self) -> Limits:
-        return Limits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s, max_pixels=self.max_pixels)
+        return Limits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s, max_pixels=self.max_pixels,
+                      max_fps=self.max_fps)
 
     def torch_device(self) -> str:
         if self.device != "auto":
