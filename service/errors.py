@@ -28,8 +28,10 @@ HTTP_STATUS = {"not_a_video": 415, "no_video_stream": 415, "unsupported_media_ty
 
 #: the error responses every authenticated route documents in the OpenAPI schema
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": schemas.ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 415, 422, 429)
+    s: {"model": schemas.ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 415, 422, 429, 507)
 }
+#: what any keyed route can answer before it runs (a missing or wrong key, the key's rate limit)
+AUTH_ERRORS = {s: ERRORS[s] for s in (401, 403, 429)}
 
 
 class ApiError(Exception):

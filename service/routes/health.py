@@ -6,6 +6,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service import schemas
 from service.context import AUTH, Ctx
+from service.errors import AUTH_ERRORS
 
 router = APIRouter()
 
@@ -34,7 +35,7 @@ def readyz(ctx: Ctx):
 
 
 @router.get("/metrics", dependencies=AUTH, response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **AUTH_ERRORS})
 def prometheus(ctx: Ctx):
     """Prometheus text format."""
     body, ctype = ctx.metrics.render()

@@ -21,7 +21,7 @@ from service.uploads import UploadRejected, discard_upload, save_upload
 router = APIRouter()
 
 MULTIPART = {"type": "object", "required": ["files"], "properties": {
-    "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
     "external_id": {"type": "array", "items": {"type": "string"}, "description": "one per file, in order"},
     "metadata": {"type": "array", "items": {"type": "string"}, "description": "one JSON object per file, in order"},
     "force": {"type": "boolean"}}}
