@@ -27,6 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from indexer import failpoints
 from indexer.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,10 @@ class CoarseIndex:
                                                             faiss.METRIC_INNER_PRODUCT))
 
     def _load(self) -> tuple[faiss.Index, int, int]:
+        now = time.time()
+        for stale in self.dir.glob(".tmp-*.index"):  # a save killed before its rename; young ones may be live
+            if now - stale.stat().st_mtime > 600:
+                stale.unlink(missing_ok=True)
         best: tuple[int, int, Path] | None = None
         for path in self.dir.glob("coarse-*.index"):
             m = FILE_RE.search(path.name)
@@ -114,7 +119,12 @@ class CoarseIndex:
             return
         path = self.dir / f"coarse-{self.max_seq}-{self.del_gen}.index"
         tmp = self.dir / f".tmp-{time.time_ns()}.index"
-        faiss.write_index(self.index, str(tmp))
+        try:
+            faiss.write_index(self.index, str(tmp))
+        except BaseException:  # a full disk: the index on disk stays the previous one (it is derived data)
+            tmp.unlink(missing_ok=True)
+            raise
+        failpoints.reach("index_save")  # the new index written beside the old one, not yet in its place
         tmp.replace(path)
         for old in self.dir.glob("coarse-*.index"):
             if old != path:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from indexer import failpoints
 from indexer.coarse import CoarseIndex, frame_descriptors
 from indexer.decode import VideoInfo, iter_frames, probe
 from indexer.errors import InputError
@@ -112,6 +113,7 @@ class Engine:
         self.device = torch.device(self.settings.torch_device())
         self._lock = threading.RLock()
         self._last_save = time.monotonic()
+        failpoints.arm(self.settings.failpoints)
         #: replaced by a FrameBatcher when several jobs embed concurrently (service workers)
         self.batcher = None
 
@@ -230,6 +232,7 @@ class Engine:
         decode_s = encode_s = 0.0
         t_dec = time.perf_counter()
         for batch in decoding.batches:
+            failpoints.reach("decode")  # frames decoded, none embedded
             t_enc = time.perf_counter()
             decode_s += t_enc - t_dec
             encode = self.batcher.encode if self.batcher is not None else self.encoder.encode
@@ -239,6 +242,7 @@ class Engine:
                     frames = np.ascontiguousarray(batch.frames[:, :, ::-1])
                     flipped.append(self.network.index_video(encode(frames)).to(torch.float16).cpu())
             stamps.append(batch.timestamps)
+            failpoints.reach("embed")  # a batch embedded, the video not finished
             t_dec = time.perf_counter()
             encode_s += t_dec - t_enc
             if progress and info.duration > 0:
@@ -310,6 +314,7 @@ class Engine:
             progress("indexing", 0.0)
         t0 = time.perf_counter()
         video_id = self.store.write_features(emb.features.numpy())
+        failpoints.reach("commit")  # the feature file is written, no row names it yet
         with self.store.write_lock():
             again = self.store.by_sha256(decoding.sha256)
             if again and not force:  # another writer won the race
@@ -327,7 +332,11 @@ class Engine:
         with self._lock:
             self.coarse.sync()
             if time.monotonic() - self._last_save > 60:
-                self.save()
+                try:
+                    self.save()
+                except OSError as exc:  # a full disk: the video is committed; the index is derived, saved later
+                    log.error("could not save the coarse index (%s); it is rebuilt from the store if need be", exc)
+                    self._last_save = time.monotonic()
         timings = dict(emb.timings_ms, store=(time.perf_counter() - t0) * 1000)
         if progress:
             progress("indexing", 1.0)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_fps: float = Field(1000.0, gt=0, description="declared frame rates above this are refused (bad_dimensions), "
                            "as are files declaring more frames than it allows for their duration")
 
+    failpoints: str = Field("", description="fault tests only: comma-separated points (decode, embed, commit, "
+                            "index_save) where the process SIGKILLs itself (indexer/failpoints.py)")
+
     def encoder_config(self) -> EncoderConfig:
         size = self.frame_size or DEFAULT_SIZE.get(self.backbone, 224)
         return EncoderConfig(backbone=self.backbone, pca_path=self.pca_path or shipped_pca(size),

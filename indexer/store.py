@@ -16,10 +16,12 @@ and catches up from them when it is stale.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -173,10 +175,19 @@ class Store:
         video_id = uuid.uuid4().hex[:16]
         path = self.feature_path(video_id)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(features, dtype=np.float16))
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(features, dtype=np.float16))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+            # numpy's tofile reports a short write without an errno: ask the file system whether it is full
+            full = shutil.disk_usage(self.features_dir).free < features.size * 2
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or full:
+                raise InputError("storage_full", f"{self.features_dir}: no space left for a video's features "
+                                                 f"({features.size * 2 // 1024} KiB); nothing was indexed") from None
+            raise
         tmp.replace(path)
         return video_id
 
@@ -185,15 +196,26 @@ class Store:
                      metadata: dict | None = None) -> VideoRecord:
         """Insert the row that makes a written feature file a visible video (call under write_lock)."""
         ts = np.asarray(timestamps, dtype=np.float32)
+        try:
+            self._insert_video(video_id, source, external_id, sha256, duration, fps, width, height, codec, ts,
+                               metadata)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            self.feature_path(video_id).unlink(missing_ok=True)  # the row never landed: its file goes too
+            raise InputError("storage_full", f"{self.root}: the disk is full; nothing was indexed") from None
+        record = self.get(video_id)
+        assert record is not None
+        return record
+
+    def _insert_video(self, video_id, source, external_id, sha256, duration, fps, width, height, codec, ts,
+                      metadata) -> None:
         self._rows(
             "INSERT INTO videos (id, source, external_id, sha256, duration, fps, width, height, codec, frames,"
             " timestamps, model_version, metadata, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (video_id, source, external_id, sha256, duration, fps, width, height, codec, len(ts), ts.tobytes(),
              self.model_version, json.dumps(metadata or {}, sort_keys=True), time.time()),
         )
-        record = self.get(video_id)
-        assert record is not None
-        return record
 
     def delete(self, video_id: str) -> bool:
         """Remove row (recording the deletion for the FAISS index), then the feature file."""

@@ -92,6 +92,13 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
+    @staticmethod
+    def transient(exc: BaseException) -> bool:
+        """Whether `exc` is Redis being away (restarting, unreachable) rather than a fault of the job."""
+        import redis
+
+        return isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+
     def ping(self) -> bool:
         try:
             return bool(self.redis.ping())
@@ -247,6 +254,10 @@ return tostring(wait)
 
 class LocalQueue:
     """In-process queue with the RedisQueue interface (the embedded default: no Redis needed)."""
+
+    @staticmethod
+    def transient(exc: BaseException) -> bool:
+        return False  # an in-process queue never goes away
 
     def __init__(self) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()

@@ -37,7 +37,12 @@ class Worker:
         log.info("worker %s ready", self.name)
         self.queue.heartbeat(self.name)
         while not self.stop.is_set():
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - Redis down or restarting: wait for it, never die
+                log.warning("worker %s: queue unavailable (%s: %s); retrying in 1 s", self.name,
+                            type(exc).__name__, exc)
+                self.stop.wait(1.0)
 
     def run_once(self, block_s: float = 1.0) -> bool:
         self.queue.heartbeat(self.name)
@@ -55,44 +60,74 @@ class Worker:
             q.ack(entry)
             discard_upload(job.payload)
             return
+        log.info("worker %s: job %s (%s), attempt %d", self.name, job.id, job.kind, job.attempts + 1)
         q.update(job, state="running", stage="decoding", progress=0.0, attempts=job.attempts + 1)
         renew = threading.Event()
 
         def keep_claim() -> None:
             interval = max(1.0, getattr(q, "visibility_ms", 30000) / 3000)
             while not renew.wait(interval):
-                q.keepalive(self.name, entry)
-                q.heartbeat(self.name)
+                try:
+                    q.keepalive(self.name, entry)
+                    q.heartbeat(self.name)
+                except Exception as exc:  # noqa: BLE001 - Redis away for a moment: keep the job, try again
+                    log.warning("job %s: could not renew its claim (%s)", job.id, exc)
 
         keeper = threading.Thread(target=keep_claim, daemon=True)
         keeper.start()
         last_report = [0.0]
 
         def progress(stage: str, fraction: float) -> None:
-            if q.is_cancelled(job.id):
-                raise Cancelled(job.id)
             now = time.monotonic()
-            if now - last_report[0] > 0.25 or fraction >= 1.0:
-                last_report[0] = now
+            if now - last_report[0] <= 0.25 and fraction < 1.0:
+                return
+            last_report[0] = now
+            try:  # progress is best effort: a Redis restart must not fail the job
+                cancelled = q.is_cancelled(job.id)
                 q.update(job, stage=stage, progress=round(100 * fraction, 1))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("job %s: progress not recorded (%s)", job.id, exc)
+                return
+            if cancelled:
+                raise Cancelled(job.id)
 
         start = time.perf_counter()
         try:
             result, timings = self._run(job, progress)
-            q.update(job, state="done", stage="done", progress=100.0, result=result,
-                     timings_ms={**timings, "total": round((time.perf_counter() - start) * 1000, 1)})
+            final = dict(state="done", stage="done", progress=100.0, result=result,
+                         timings_ms={**timings, "total": round((time.perf_counter() - start) * 1000, 1)})
         except Cancelled:
-            q.update(job, state="cancelled", stage="cancelled")
+            final = dict(state="cancelled", stage="cancelled")
         except InputError as exc:
-            q.update(job, state="failed", stage="failed", error_code=exc.code, error_message=exc.message)
+            final = dict(state="failed", stage="failed", error_code=exc.code, error_message=exc.message)
         except Exception as exc:  # noqa: BLE001 - a job failure must not kill the worker
+            if self.queue.transient(exc):  # the queue went away mid-job: the job is not at fault, run it again
+                log.warning("job %s: interrupted by the queue (%s); left for re-delivery", job.id, exc)
+                return  # (after the finally below) no outcome recorded, no ack
             log.exception("job %s failed", job.id)
-            q.update(job, state="failed", stage="failed", error_code="internal", error_message=str(exc))
+            final = dict(state="failed", stage="failed", error_code="internal", error_message=str(exc))
         finally:
             renew.set()
             keeper.join(timeout=5)
-            q.ack(entry)
+        if self._finish(entry, job, final):
             discard_upload(job.payload)
+
+    def _finish(self, entry: str, job: Job, final: dict, patience_s: float = 120.0) -> bool:
+        """Record the outcome, then acknowledge the entry, retrying while Redis is away. Given up after
+        `patience_s`, the entry stays pending and is re-delivered: the job runs again (indexing is
+        idempotent by sha256) rather than being lost."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self.queue.update(job, **final)
+                self.queue.ack(entry)
+                return True
+            except Exception as exc:  # noqa: BLE001
+                if time.monotonic() > deadline:
+                    log.error("job %s: outcome not recorded (%s); it will be re-delivered", job.id, exc)
+                    return False
+                log.warning("job %s: outcome not recorded yet (%s); retrying", job.id, exc)
+                time.sleep(1.0)
 
     def _run(self, job: Job, progress) -> tuple[dict, dict]:
         p = job.payload
@@ -100,7 +135,10 @@ class Worker:
             outcome = self.engine.index(Path(p["path"]), external_id=p.get("external_id"),
                                         metadata=p.get("metadata"), force=p.get("force", False), progress=progress)
             if outcome.created:
-                self.queue.count_frames(outcome.record.frames)
+                try:
+                    self.queue.count_frames(outcome.record.frames)
+                except Exception as exc:  # noqa: BLE001 - a statistic, not the job's outcome
+                    log.warning("frames-embedded counter not updated (%s)", exc)
             return ({"video_id": outcome.record.id, "created": outcome.created, "video": outcome.record.public()},
                     {k: round(v, 1) for k, v in outcome.timings_ms.items()})
         if job.kind == "query":
