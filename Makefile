@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-ablation train-checkpoint validate-setting clean
+.PHONY: setup demo test bench reliability bench-ablation train-checkpoint validate-setting clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# every benchmark; each rewrites its own section of docs/BENCHMARKS.md (needs ../shared/videos)
+# every benchmark; each rewrites its own section of docs/BENCHMARKS.md (the copy benchmark needs the clip
+# collection: HAPVR_SHARED_VIDEOS)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]' || $(BIN)/pip install -q imagehash==4.3.2 matplotlib==3.11.2
 	$(BIN)/python -m bench.encoder_speed
@@ -32,7 +33,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.train_step
 
-# the training ablation of issue #6 (docs/TRAINING.md, "Ablation"): four trainings, then exhaustive scores
+# the long reliability runs whose figures are in docs/RELIABILITY.md (~15 min on 2 cores)
+reliability: $(STAMP)
+	$(BIN)/python -m bench.fuzz_decode --inputs 10000 --write
+	$(BIN)/python -m bench.fuzz_api --examples 1000 --write
+	$(BIN)/python -m bench.soak --minutes 5
+
+# the training ablation (docs/TRAINING.md, "Ablation"): four trainings, then exhaustive scores
 # on fp32 features, which training uses (~15 min on 2 cores)
 ABL_TRAIN := $(BIN)/hapvr train $$($(BIN)/python -m bench.copies.split train) --work hapvr-train
 bench-ablation: $(STAMP)
@@ -45,7 +52,7 @@ bench-ablation: $(STAMP)
 	  --ablation "(c) + frame QuadLinear-AP (HAP-VR)=hapvr-train/abl-c.pt" \
 	  --ablation "(d) as (c), sigmoid video AP=hapvr-train/abl-d.pt"
 
-# issue #6: the shipped checkpoint from scratch (docs/TRAINING.md): one training on every train clip; the
+# the shipped checkpoint from scratch (docs/TRAINING.md): one training on every train clip; the
 # checkpoint scores with the recipe's fixed inference setting (comparator, Chamfer share 0.5), which
 # `make validate-setting` studies
 CKPT ?= model/assets/hapvr_sim.pt
