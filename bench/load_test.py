@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import publish, table
+from bench.report import engine_config, publish, table
 from bench.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 
 CLIPS = Path(__file__).resolve().parents[1] / "demo" / "videos"
@@ -64,7 +64,11 @@ def main() -> None:
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)
     body = table(["client threads", "requests", "200 OK", "requests/s", "p50 ms", "p95 ms"], rows)
-    body += ("\n\nEach request uploads one of the demo clips (83 KB to 505 KB, 2-40 s) and waits for the ranked "
+    from indexer.engine import Engine
+    from indexer.settings import Settings
+
+    config = engine_config(Engine(Settings(data=Path(tempfile.mkdtemp(prefix="hapvr-cfg-")))))
+    body += (f"\n\nEngine: {config}. Each request uploads one of the demo clips (83 KB to 505 KB, 2-40 s) and waits for the ranked "
              "result: upload, header probe, queue, decode, embed (+ mirrored), search of the 6-video index, "
              "segments. One CPU worker, so throughput is bounded by one worker's decode+embed; add workers "
              "to scale.")

@@ -30,6 +30,15 @@ def machine() -> str:
     return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}, {date.today()}"
 
 
+def engine_config(engine) -> str:
+    """The engine configuration a number belongs to: model version (encoder, PCA and precision digests,
+    similarity checkpoint digest), the head and Chamfer share, candidates and the re-rank cascade."""
+    net, s = engine.network, engine.settings
+    head = f"{net.mode}, Chamfer share {net.chamfer_mix:g}" if net.learned else "untrained Chamfer"
+    cascade = f"cascade {s.rerank_cascade}" if net.learned and net.chamfer_mix and s.rerank_cascade else "no cascade"
+    return f"`{engine.model_version}` ({head}; {s.candidates} candidates, {cascade})"
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.report import publish, table
+from bench.report import engine_config, publish, table
 from bench.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 
 CLIPS = Path(__file__).resolve().parents[1] / "demo" / "videos"
@@ -184,8 +184,12 @@ def main() -> None:
 
     memory = "; ".join(drift(n) for n in sorted(rss))
     held = not (fives or rec.errors or not_done or missing or twice)
+    from indexer.engine import Engine
+    from indexer.settings import Settings
+
+    config = engine_config(Engine(Settings(data=work / "cfg")))
     body = table(["route", "requests", "per s", "p50 ms", "p95 ms", "statuses"], routes)
-    body += (f"\n\n{args.uploaders} uploaders and {args.queriers} queriers, closed-loop, for {load_s / 60:.1f} min "
+    body += (f"\n\nEngine: {config}. {args.uploaders} uploaders and {args.queriers} queriers, closed-loop, for {load_s / 60:.1f} min "
              f"against one API, Redis and two workers (`HAPVR_WORKER_JOBS=2` each) on this machine; clients "
              f"share its cores. {len(uploaded)} distinct files uploaded and indexed. Resident memory, median of "
              f"the first minute → last minute: {memory}.")

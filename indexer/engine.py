@@ -415,11 +415,20 @@ class Engine:
         t2 = time.perf_counter()
         timings["load"] = (t2 - t1) * 1000
         fine, f2f = np.zeros(len(targets)), [None] * len(targets)
+        # with a Chamfer share, its plain S^F is what segments need: the cascade computes it once, first
+        cascade = self.network.learned and bool(self.network.chamfer_mix)
+        keep = max(self.settings.rerank_cascade, top_k) if self.settings.rerank_cascade else None
         for v, view in enumerate(views):
             chosen = [j for j, (seq, _) in enumerate(candidates) if orientation[seq] == v]
             if not chosen:
                 continue
-            scores_v, f2f_v = self.network.similarity(view.to(self.device), [targets[j] for j in chosen])
+            chosen_targets = [targets[j] for j in chosen]
+            if cascade:
+                # `keep` is shared by the orientations in proportion to their candidates
+                share = None if keep is None else max(top_k, -(-keep * len(chosen) // len(candidates)))
+                scores_v, f2f_v = self.network.cascade_similarity(view.to(self.device), chosen_targets, share)
+            else:
+                scores_v, f2f_v = self.network.similarity(view.to(self.device), chosen_targets)
             for j, score, sim in zip(chosen, scores_v.cpu().numpy(), f2f_v):
                 fine[j], f2f[j] = score, sim
         if self.network.uses_comparator:
@@ -431,11 +440,11 @@ class Engine:
         for idx in order:
             if min_score is not None and fine[idx] < min_score:
                 break
-            if len(results) >= top_k:
+            if len(results) >= top_k or not np.isfinite(fine[idx]):  # -inf: left out by the cascade
                 break
             record = records[candidates[idx][0]]
             sim = f2f[idx]
-            if self.network.learned:
+            if self.network.learned and not cascade:
                 # attention scales every region vector by its weight; segments are found on plain cosine
                 # similarities so that their thresholds mean the same with and without a checkpoint
                 view = views[orientation[candidates[idx][0]]]

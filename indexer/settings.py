@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # --- search
     candidates: int = Field(100, description="videos kept by the FAISS stage for re-ranking")
+    rerank_cascade: int = Field(30, ge=0, description="with a checkpoint that mixes in Chamfer: the learned "
+                                "part (attention, comparator) scores only this many candidates (at least "
+                                "top_k), those with the highest Chamfer share; 0: every candidate")
     frame_neighbours: int = Field(64, description="FAISS neighbours per query frame")
     top_k: int = 10
     ivf_threshold: int = Field(20_000, description="frames above which the coarse index becomes IVF-SQ8")

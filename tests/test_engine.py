@@ -273,3 +273,21 @@ def test_index_many_reports_each_file_in_order_and_goes_on_after_bad_ones(tmp_pa
     assert eng.coarse.size == first.record.frames + bikes.record.frames
     # an edited copy still finds its own source: features were stored under the right rows
     assert eng.query(clip(BIKES), top_k=1)["results"][0]["id"] == bikes.record.id
+
+
+def test_the_rerank_cascade_keeps_the_top_results_and_their_segments(engine, copies):
+    """With the shipped checkpoint the comparator scores only the candidates of highest Chamfer share:
+    the copy still comes first with the score and segments the full re-rank gives it, and no result
+    that the cascade left out is reported."""
+    assert engine.network.learned and engine.network.chamfer_mix  # the shipped default, which the cascade is for
+    full = Engine(make_settings(engine.data, rerank_cascade=0))
+    narrow = Engine(make_settings(engine.data, rerank_cascade=2))
+    for edit in ("cropped", "text"):
+        path, source = copies[edit]
+        a, b = full.query(path, top_k=2), narrow.query(path, top_k=2)
+        assert b["results"][0]["source"].endswith(source)
+        assert b["results"][0]["id"] == a["results"][0]["id"]
+        assert b["results"][0]["score"] == pytest.approx(a["results"][0]["score"], abs=1e-4)
+        assert b["results"][0]["segments"] == a["results"][0]["segments"]
+        assert len(b["results"]) == 2  # top_k wins over a smaller cascade
+        assert narrow.query(path, top_k=5)["results"][4:]  # ... and so does a larger top_k

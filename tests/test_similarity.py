@@ -224,3 +224,31 @@ def test_attention_head_scores_attended_features_with_training_free_chamfer(tmp_
     loaded = load_similarity(path)[0]
     assert loaded.comparator is False and loaded.mode == "attention" and loaded.chamfer_mix == 0.4
     assert load_similarity(path, comparator=True)[0].mode == "learned"
+
+
+def test_the_cascade_scores_its_kept_targets_exactly_and_returns_the_plain_matrices():
+    """cascade_similarity with every target kept gives similarity()'s scores; with `keep` it scores the
+    targets of highest Chamfer share exactly as similarity() does and leaves the others at -inf; its
+    matrices are the plain cosine S^F that segments are found on."""
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=True, chamfer_mix=0.5).eval()
+    raw_query = random_video(12, 0)
+    raw_targets = [random_video(t, 20 + t) for t in (3, 9, 30, 14, 7)]
+    raw_targets[3] = raw_query[2:12] + 0.05 * random_video(10, 99)  # one copy: the highest Chamfer share
+    query, targets = net.index_video(raw_query).detach(), [net.index_video(t).detach() for t in raw_targets]
+    before = [t.clone() for t in targets]
+    full, _ = net.similarity(query, targets)
+    assert all(torch.equal(a, b) for a, b in zip(before, targets))  # the caller's features stay as they were
+    every, plain = net.cascade_similarity(query, targets, keep=None)
+    assert torch.allclose(every, full, atol=1e-5)
+    chamfer, _ = HAPVRSimilarity(learned=False).similarity(raw_query, raw_targets)
+    kept_scores, _ = net.cascade_similarity(query, targets, keep=2)
+    kept = torch.isfinite(kept_scores)
+    assert kept.sum() == 2 and set(torch.nonzero(kept).flatten().tolist()) == set(torch.topk(chamfer, 2).indices.tolist())
+    assert torch.allclose(kept_scores[kept], full[kept], atol=1e-5)
+    unit = torch.nn.functional.normalize
+    for target, sim in zip(targets, plain):
+        expected = net.frame_to_frame(unit(query, dim=-1), unit(target, dim=-1).unsqueeze(0))[0]
+        assert torch.allclose(sim.float(), expected.float(), atol=1e-2)
+    with pytest.raises(ValueError, match="Chamfer share"):
+        HAPVRSimilarity(learned=False).cascade_similarity(raw_query, raw_targets, keep=2)

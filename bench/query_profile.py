@@ -1,0 +1,105 @@
+"""Where a query's time goes: `python -m bench.query_profile [--sizes 10000,100000]`.
+
+On the synthetic collections of `bench/search_scale.py` (60-s videos built from real features), with
+the default engine, one 60-frame query at a time: the engine's own stage timings (coarse FAISS search,
+loading candidate features, re-rank, segments), then the re-rank split into its parts, each timed
+alone on the same candidates: the attended frame-to-frame products, the comparator CNN, the plain
+(unit) frame-to-frame products and the Chamfer score of the Chamfer share. Medians over the queries.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.report import engine_config, publish, table
+from bench.search_scale import FRAMES, POOL, build, real_features
+from indexer.engine import Engine
+from indexer.settings import Settings
+
+
+def parts(engine: Engine, query: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, float]:
+    """The re-rank's parts on these candidates, each timed alone (ms)."""
+    net = engine.network
+    work = net.compute_dtype
+    out = {}
+    product_cells, score_cells = net._cells(query.device, None)
+    with torch.inference_mode():
+        t = time.perf_counter()
+        f2f = net._batched_f2f(query.to(work), targets, product_cells)
+        out["attended S^F" if net.learned else "S^F"] = time.perf_counter() - t
+        t = time.perf_counter()
+        net._video_scores(f2f, len(query), net.video_score, score_cells, query.device)
+        out["comparator" if net.uses_comparator else "video score"] = time.perf_counter() - t
+        if net.learned and net.chamfer_mix:
+            t = time.perf_counter()
+            plain = net._plain_f2f(query, targets, product_cells)
+            out["plain S^F (Chamfer share)"] = time.perf_counter() - t
+            t = time.perf_counter()
+            net._video_scores(plain, len(query), net._chamfer_score, score_cells, query.device)
+            out["Chamfer score"] = time.perf_counter() - t
+    return {k: v * 1000 for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    work = Path(tempfile.mkdtemp(prefix="hapvr-profile-"))
+    rows, config = [], ""
+    try:
+        real = real_features(work)
+        version = Engine(Settings(data=work / "real")).model_version
+        for n in (int(s) for s in args.sizes.split(",")):
+            root = work / f"n{n}"
+            build(root, n, real, version, np.random.default_rng(n))
+            pool = sorted((root / "features").glob("*.npy"))[:POOL]
+            for cascade in (0, 30):
+                engine = Engine(Settings(data=root, rerank_cascade=cascade))
+                engine.coarse  # FAISS loaded before timing
+                config = engine_config(engine).rsplit("; ", 1)[0] + ")"
+                rng = np.random.default_rng(1)
+                stages: dict[str, list[float]] = {}
+                for q in range(args.queries + 2):
+                    base = torch.from_numpy(np.load(pool[rng.integers(len(pool))]).astype(np.float32))
+                    query = base * (1 + 0.05 * torch.randn(base.shape[:-1] + (1,))) + 0.01 * torch.randn(base.shape)
+                    start = time.perf_counter()
+                    result = engine.search(query, np.arange(FRAMES, dtype=np.float32), 60.0, top_k=10,
+                                           mirrored=query.flip(-1))
+                    total = (time.perf_counter() - start) * 1000
+                    if q < 2:  # warm-up
+                        continue
+                    for k, v in result["timings_ms"].items():
+                        stages.setdefault(k, []).append(v)
+                    stages.setdefault("total", []).append(total)
+                    if cascade == 0:  # the parts of the full re-rank, on as many candidates
+                        picks = rng.choice(len(pool), size=engine.settings.candidates, replace=False)
+                        targets = [torch.from_numpy(np.load(pool[i], mmap_mode="r")) for i in picks]
+                        for k, v in parts(engine, query, targets).items():
+                            stages.setdefault(f"re-rank part: {k}", []).append(v)
+                label = f"cascade {cascade}" if cascade else "full (the default)"
+                for k, v in stages.items():
+                    rows.append([f"{n:,}", label, k, round(float(np.median(v)), 1),
+                                 round(float(np.percentile(v, 95)), 1)])
+                    print(rows[-1], flush=True)
+            shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    body = table(["videos (60 s)", "re-rank", "stage", "median ms", "p95 ms"], rows)
+    body += (f"\n\nEngine: {config}. One 60-frame query with its mirrored view against the synthetic collections "
+             "of `bench/search_scale.py`; the stages are `Engine.search`'s own timings; each re-rank part is "
+             "timed alone on the same number of candidates (one orientation).")
+    publish("profile", "Where a query's time goes", "python -m bench.query_profile", body, print_only=args.no_write)
+
+
+if __name__ == "__main__":
+    main()
