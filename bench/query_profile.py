@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.report import engine_config, publish, table
-from bench.search_scale import FRAMES, POOL, build, real_features
+from bench.search_scale import FRAMES, POOL, build, near_copy, real_features
 from indexer.engine import Engine
 from indexer.settings import Settings
 
@@ -71,7 +71,7 @@ def main() -> None:
                 stages: dict[str, list[float]] = {}
                 for q in range(args.queries + 2):
                     base = torch.from_numpy(np.load(pool[rng.integers(len(pool))]).astype(np.float32))
-                    query = base * (1 + 0.05 * torch.randn(base.shape[:-1] + (1,))) + 0.01 * torch.randn(base.shape)
+                    query = near_copy(base)
                     start = time.perf_counter()
                     result = engine.search(query, np.arange(FRAMES, dtype=np.float32), 60.0, top_k=10,
                                            mirrored=query.flip(-1))
@@ -86,7 +86,9 @@ def main() -> None:
                         targets = [torch.from_numpy(np.load(pool[i], mmap_mode="r")) for i in picks]
                         for k, v in parts(engine, query, targets).items():
                             stages.setdefault(f"re-rank part: {k}", []).append(v)
-                label = f"cascade {cascade}" if cascade else "full (the default)"
+                label = f"cascade {cascade}" if cascade else "no cascade"
+                if cascade == Settings().rerank_cascade:
+                    label += " (the default)"
                 for k, v in stages.items():
                     rows.append([f"{n:,}", label, k, round(float(np.median(v)), 1),
                                  round(float(np.percentile(v, 95)), 1)])

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.report import engine_config, publish, table
+from bench.report import engine_config, publish, rss_mb, table
 from bench.samples import SHARED
 from indexer.coarse import CoarseIndex, build_ivf, frame_descriptors, pack_ids
 from indexer.engine import Engine
@@ -89,11 +89,9 @@ def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: n
     store.close()
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def near_copy(base: torch.Tensor) -> torch.Tensor:
+    """A query close to an indexed video: each region vector rescaled and perturbed a little."""
+    return base * (1 + 0.05 * torch.randn(base.shape[:-1] + (1,))) + 0.01 * torch.randn(base.shape)
 
 
 def measure(root: Path, queries: int, rng: np.random.Generator, flip: bool, cascade: int | None = None) -> dict:
@@ -106,8 +104,7 @@ def measure(root: Path, queries: int, rng: np.random.Generator, flip: bool, casc
     feats_pool = sorted((root / "features").glob("*.npy"))[:POOL]
     for q in range(queries + 2):
         base = torch.from_numpy(np.load(feats_pool[rng.integers(len(feats_pool))]).astype(np.float32))
-        # a near copy of an indexed video: each region vector rescaled and perturbed a little
-        query = base * (1 + 0.05 * torch.randn(base.shape[:-1] + (1,))) + 0.01 * torch.randn(base.shape)
+        query = near_copy(base)
         mirrored = query.flip(-1) if flip else None  # stands in for the mirrored query's features
         start = time.perf_counter()
         result = engine.search(query, np.arange(FRAMES, dtype=np.float32), 60.0, top_k=10, mirrored=mirrored)

@@ -31,20 +31,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.report import engine_config, publish, table
+from bench.report import engine_config, publish, rss_mb, table
 from bench.service_procs import Proc, RedisServer, free_port, service_env, start_api, wait_for, wait_job
 
 CLIPS = Path(__file__).resolve().parents[1] / "demo" / "videos"
 #: the short demo clips uploaders send (1.9-3 s): many jobs in five minutes, each a real decode and embed
 UPLOADED = ["intel__preview_people-detection.mp4", "intel__preview_classroom.mp4", "intel__asl_again.mkv"]
 QUERIED = "intel__preview_car-detection.mp4"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Recorder:
