@@ -1,5 +1,6 @@
-"""docker-compose.yml and the Dockerfiles: valid against the Compose specification, and everything they
-name exists in the repository (there is no Docker engine here to run them)."""
+"""docker-compose.yml and the Dockerfiles, read as files: valid against the Compose specification, every
+path they name exists, the build arguments' defaults agree. tests/test_compose.py runs them on a real
+Docker engine."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,11 @@ from tests.clips import ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 
 
+def interpolated(text: str) -> str:
+    """The file as Compose reads it with none of its variables set: `${VAR:-default}` is the default."""
+    return re.sub(r"\$\{\w+(?::-([^}]*))?\}", lambda m: m[1] or "", text)
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
@@ -20,7 +26,8 @@ def compose() -> dict:
 
 def test_valid_against_the_compose_specification():
     # the parser is strict: unknown keys and wrong types are errors
-    parsed = compose_spec.PyCompose.from_yaml(COMPOSE.read_text())
+    # YAML merge keys resolved (the spec's parser does not), variables at their defaults
+    parsed = compose_spec.PyCompose.from_yaml(yaml.safe_dump(yaml.safe_load(interpolated(COMPOSE.read_text()))))
     parsed.validate()
     assert set(parsed.service_names()) == {"redis", "api", "worker", "worker-gpu"}
     with pytest.raises(ValueError):
@@ -56,9 +63,11 @@ def test_redis_is_durable_and_gpu_worker_reserves_a_gpu(compose):
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     api = compose["services"]["api"]
-    assert "8000:8000" in api["ports"]
+    assert api["ports"] == ["${HAPVR_PUBLISH_PORT:-8000}:8000"]
     for name in ("api", "worker"):
-        assert compose["services"][name]["environment"]["HAPVR_REDIS_URL"].startswith("redis://redis:")
+        # the password (empty: none) reaches every client of Redis
+        assert compose["services"][name]["environment"]["HAPVR_REDIS_URL"] == \
+            "redis://:${HAPVR_REDIS_PASSWORD:-}@redis:6379/0"
     # every process that opens the store takes the encoder precision from one variable (a store keeps one)
     for name in ("api", "worker", "worker-gpu"):
         assert compose["services"][name]["environment"]["HAPVR_ENCODER_PRECISION"].startswith("${HAPVR_ENCODER_PRECISION:-")
@@ -71,7 +80,7 @@ def test_dockerfiles_copy_existing_paths_pin_versions_and_drop_root(dockerfile):
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), f"{dockerfile} copies missing {src}"
-        if line.startswith("FROM "):
+        if line.startswith("ARG BASE_IMAGE="):
             assert ":" in line and ":latest" not in line, "base images are pinned"
     assert "torch==2.13.0" in text
     assert re.search(r"^USER (?!root)", text, re.M)
@@ -82,3 +91,41 @@ def test_api_doc_matches_the_openapi_schema():
     from service.apidoc import DOC, current
 
     assert DOC.read_text() == current(), "docs/API.md is stale: run `python -m service.apidoc`"
+
+
+def _arg_defaults(dockerfile: str) -> dict[str, str]:
+    text = (ROOT / dockerfile).read_text()
+    return {m[0]: m[1].strip('"') for m in re.findall(r"^ARG (\w+)=(.*)$", text, re.M)}
+
+
+@pytest.mark.parametrize(("service", "dockerfile"), [("api", "docker/Dockerfile"), ("worker", "docker/Dockerfile"),
+                                                     ("worker-gpu", "docker/Dockerfile.cuda")])
+def test_build_arguments_default_to_the_dockerfiles_own(compose, service, dockerfile):
+    """The compose file passes BASE_IMAGE and TORCH_PIP_ARGS from the environment; unset, they must be
+    the Dockerfile's own defaults (one public default, not two that drift apart)."""
+    defaults = _arg_defaults(dockerfile)
+    assert set(defaults) == {"BASE_IMAGE", "TORCH_PIP_ARGS"}
+    args = compose["services"][service]["build"]["args"]
+    for name, value in args.items():
+        m = re.fullmatch(r"\$\{(HAPVR_\w+):-(.*)\}", value)
+        assert m, f"{service}: {name} comes from an HAPVR_ variable with a default"
+        assert m[2] == defaults[name], f"{service}: {name} default {m[2]!r} != {dockerfile}'s {defaults[name]!r}"
+    text = (ROOT / dockerfile).read_text()
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    assert "pip install ${TORCH_PIP_ARGS} torch==2.13.0" in text
+
+
+def test_compose_1_29_accepts_the_file_and_redis_is_configured_for_the_network(compose):
+    assert "name" not in compose, "Compose 1.29 rejects a top-level name:"
+    conf = (ROOT / "docker" / "redis.conf").read_text()
+    assert re.search(r"^protected-mode no$", conf, re.M) and re.search(r"^bind \* -::\*$", conf, re.M)
+    redis = compose["services"]["redis"]
+    assert "ports" not in redis, "Redis is reachable from the compose network only"
+    assert "--requirepass" in " ".join(redis["command"])
+    assert redis["environment"]["REDIS_PASSWORD"] == "${HAPVR_REDIS_PASSWORD:-}"
+
+
+def test_the_build_context_leaves_out_what_no_image_needs():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".git", ".venv", "hapvr-data*", "bench/out", "tests", "docs"):
+        assert entry in ignored
