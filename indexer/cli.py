@@ -98,7 +98,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def _format_table(result: dict) -> str:
     lines = [f"query: {result['query']}"]
     if not result["results"]:
-        lines.append("  no match")
+        lines.append(f"  no match ({result['note']})" if result.get("note") else "  no match")
     for rank, r in enumerate(result["results"], 1):
         lines.append(f"  {rank:>2}. {r['score']:.3f}  {r['id']}  {r['source']}")
         for s in r["segments"][:3]:

@@ -30,6 +30,7 @@ from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space
 from model.pca import file_digest
+from model.preprocess import informative_frames
 from model.similarity import HAPVRSimilarity
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Embedded:
     mirrored: torch.Tensor | None  # the same for horizontally mirrored frames (queries only)
     info: VideoInfo
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: every sampled frame was blank (model.preprocess.informative_frames); the features are then all of
+    #: them, so that the video still has a record, but a query with it has no evidence to search with
+    blank: bool = False
 
 
 @dataclass
@@ -106,6 +110,9 @@ def sha256_file(path: Path) -> str:
 
 class Engine:
     """Thread-safe for queries; index writes serialise on the store's cross-process lock."""
+
+    #: the `note` of a query whose every frame is blank: no results, and why
+    BLANK_QUERY = "every sampled frame of the query is blank (black, a fade or flat colour): no evidence to match"
 
     def __init__(self, settings: Settings | None = None, data: str | Path | None = None):
         self.settings = settings or get_settings()
@@ -229,6 +236,7 @@ class Engine:
         parts: list[torch.Tensor] = []
         flipped: list[torch.Tensor] = []
         stamps: list[np.ndarray] = []
+        informative: list[np.ndarray] = []
         decode_s = encode_s = 0.0
         t_dec = time.perf_counter()
         for batch in decoding.batches:
@@ -242,16 +250,26 @@ class Engine:
                     frames = np.ascontiguousarray(batch.frames[:, :, ::-1])
                     flipped.append(self.network.index_video(encode(frames)).to(torch.float16).cpu())
             stamps.append(batch.timestamps)
+            informative.append(informative_frames(batch.frames, self.settings.blank_frame_std))
             failpoints.reach("embed")  # a batch embedded, the video not finished
             t_dec = time.perf_counter()
             encode_s += t_dec - t_enc
             if progress and info.duration > 0:
                 progress("embedding", min(1.0, float(batch.timestamps[-1]) / info.duration))
-        features = torch.cat(parts)
+        features, timestamps = torch.cat(parts), np.concatenate(stamps)
+        mirror = torch.cat(flipped) if flipped else None
+        keep = np.concatenate(informative)
+        blank = not keep.any()
+        if not blank and not keep.all():
+            # blank frames are no evidence: neither stored nor searched with (the timestamps keep the rest
+            # where they are on the video's timeline, so segments are unchanged)
+            index = torch.from_numpy(np.flatnonzero(keep))
+            features, timestamps = features[index], timestamps[keep]
+            mirror = mirror[index] if mirror is not None else None
         features = features if keep_fp16 else features.float()
+        mirror = mirror.float() if mirror is not None else None
         timings = {"probe_hash": decoding.probe_ms, "decode": decode_s * 1000, "embed": encode_s * 1000}
-        mirror = torch.cat(flipped).float() if flipped else None
-        return Embedded(features, np.concatenate(stamps), mirror, info, timings)
+        return Embedded(features, timestamps, mirror, info, timings, blank=blank)
 
     # ----- indexing
     def prepare(self, path: str | Path, force: bool = False) -> IndexOutcome | Decoding:
@@ -365,6 +383,9 @@ class Engine:
               label: str | None = None) -> dict:
         """Embed a video file and search; the CLI/API JSON shape."""
         emb = self.embed(path, mirrored=self.settings.query_flip)
+        if emb.blank:
+            return {"query": label or str(path), "results": [], "note": self.BLANK_QUERY,
+                    "timings_ms": {k: round(v, 1) for k, v in emb.timings_ms.items()}}
         result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score,
                              mirrored=emb.mirrored)
         result["timings_ms"] = {**{k: round(v, 1) for k, v in emb.timings_ms.items()}, **result["timings_ms"]}

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     sample_fps: float = Field(1.0, description="frames sampled per second of video (paper: 1)")
     min_frames: int = Field(8, description="short clips are sampled densely to reach this many frames")
     encode_batch: int = Field(32, description="frames per encoder batch")
+    blank_frame_std: float = Field(5.0, ge=0, description="frames whose luma standard deviation (0-255) is below "
+                                   "this are blank (black, fades, flat colour) and left out of the index and of "
+                                   "queries: they are no evidence of copying. 0 keeps every frame")
 
     # --- encoder
     backbone: str = Field("efficientnet-lite0", description="efficientnet-lite0 or resnet50")

@@ -51,3 +51,23 @@ def fit_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
         t = F.interpolate(t, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
         frames = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return np.ascontiguousarray(center_crop(frames, size))
+
+
+#: ITU-R BT.601 luma weights
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def informative_frames(frames: np.ndarray, min_luma_std: float) -> np.ndarray:
+    """N x H x W x 3 uint8 RGB -> N bools: frames whose luma varies by at least `min_luma_std` (0-255).
+
+    A frame without spatial variation (black, white or grey, the flat middle of a fade, codec noise on
+    black) shows nothing, yet its regional features are far from random: every black frame embeds
+    alike, so two unrelated videos with black stretches look like copies of each other. Such frames are
+    no evidence of copying and are left out of the index and the query (docs/MODEL.md, "Blank frames").
+    Uniform to within a luma standard deviation of 5 is darker and flatter than any real scene in the
+    benchmark collection (its least varied frame of content, a night street, has 9.5).
+    """
+    if min_luma_std <= 0 or len(frames) == 0:
+        return np.ones(len(frames), dtype=bool)
+    luma = frames.reshape(len(frames), -1, 3).astype(np.float32) @ _LUMA
+    return luma.std(axis=1) >= min_luma_std

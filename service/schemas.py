@@ -70,6 +70,8 @@ class Match(BaseModel):
 class QueryResult(BaseModel):
     query: str
     results: list[Match]
+    note: str | None = Field(None, description="why there are no results when the query itself gives no "
+                             "evidence (every frame blank)")
     timings_ms: dict[str, float]
 
 
