@@ -384,10 +384,10 @@ class Engine:
         """Embed a video file and search; the CLI/API JSON shape."""
         emb = self.embed(path, mirrored=self.settings.query_flip)
         if emb.blank:
-            return {"query": label or str(path), "results": [], "note": self.BLANK_QUERY,
-                    "timings_ms": {k: round(v, 1) for k, v in emb.timings_ms.items()}}
-        result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score,
-                             mirrored=emb.mirrored)
+            result = {"results": [], "note": self.BLANK_QUERY, "timings_ms": {}}
+        else:
+            result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score,
+                                 mirrored=emb.mirrored)
         result["timings_ms"] = {**{k: round(v, 1) for k, v in emb.timings_ms.items()}, **result["timings_ms"]}
         result["timings_ms"]["total"] = round(sum(v for k, v in result["timings_ms"].items() if k != "total"), 1)
         return {"query": label or str(path), **result}

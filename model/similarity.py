@@ -291,16 +291,9 @@ class HAPVRSimilarity(nn.Module):
         that suit the device, `_cells`), so memory stays bounded however many
         or long the targets are.
         """
-        dtype, device = torch.float32, query.device
-        q = query.to(dtype)
-        tq = len(q)
-        if tq == 0:
-            raise ValueError("the query has no frames")
-        work = self.compute_dtype if device.type == "cpu" else dtype  # region dot products only
-        # targets keep their stored dtype (fp16, often memory-mapped): each is cast once, into its padded batch
-        targets = [t.to(device=device) for t in targets]
-        product_cells, score_cells = self._cells(device, batch_cells)
-        f2f_real = self._batched_f2f(q.to(work), targets, product_cells)
+        q, targets, product_cells, score_cells = self._prepared(query, targets, batch_cells)
+        tq, device = len(q), q.device
+        f2f_real = self._batched_f2f(q.to(self._work_dtype(device)), targets, product_cells)
         scores = self._video_scores(f2f_real, tq, self.video_score, score_cells, device)
         if self.learned and self.chamfer_mix:
             chamfer = self._video_scores(self._plain_f2f(q, targets, product_cells), tq, self._chamfer_score,
@@ -313,6 +306,20 @@ class HAPVRSimilarity(nn.Module):
     #: 83 ms at 100k cells against 158 ms at 4M (2-core Xeon, bf16); a GPU wants large batches
     CPU_PRODUCT_CELLS, CPU_SCORE_CELLS, GPU_CELLS = 250_000, 100_000, 4_000_000
 
+    def _work_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype of the region dot products (only those): the compute dtype on CPU, float32 on GPU."""
+        return self.compute_dtype if device.type == "cpu" else torch.float32
+
+    def _prepared(self, query: torch.Tensor, targets: list[torch.Tensor], batch_cells: int | None,
+                  ) -> tuple[torch.Tensor, list[torch.Tensor], int, int]:
+        """What `similarity` and `cascade_similarity` start from: the float32 query (never empty), the
+        targets on its device in their stored dtype (fp16, often memory-mapped: each is cast once, into
+        its padded batch), and the batch sizes."""
+        q = query.float()
+        if len(q) == 0:
+            raise ValueError("the query has no frames")
+        return q, [t.to(device=q.device) for t in targets], *self._cells(q.device, batch_cells)
+
     def _cells(self, device: torch.device, batch_cells: int | None) -> tuple[int, int]:
         if batch_cells is not None:
             return batch_cells, batch_cells
@@ -323,8 +330,8 @@ class HAPVRSimilarity(nn.Module):
     def _plain_f2f(self, q: torch.Tensor, targets: list[torch.Tensor], cells: int) -> list[torch.Tensor]:
         """S^F of the unattended directions: attention scales each region vector by a positive weight, so
         normalising the stored vectors gives back the directions the training-free Chamfer compares."""
-        work = self.compute_dtype if q.device.type == "cpu" else torch.float32
-        return self._batched_f2f(F.normalize(q.float(), dim=-1).to(work), targets, cells, unit=True)
+        return self._batched_f2f(F.normalize(q.float(), dim=-1).to(self._work_dtype(q.device)), targets, cells,
+                                 unit=True)
 
     @torch.no_grad()
     def cascade_similarity(self, query: torch.Tensor, targets: list[torch.Tensor], keep: int | None,
@@ -339,20 +346,14 @@ class HAPVRSimilarity(nn.Module):
         """
         if not (self.learned and self.chamfer_mix):
             raise ValueError("cascade_similarity needs a learned network with a Chamfer share")
-        q = query.float()
-        tq = len(q)
-        if tq == 0:
-            raise ValueError("the query has no frames")
-        device = q.device
-        work = self.compute_dtype if device.type == "cpu" else torch.float32
-        targets = [t.to(device=device) for t in targets]
-        product_cells, score_cells = self._cells(device, batch_cells)
+        q, targets, product_cells, score_cells = self._prepared(query, targets, batch_cells)
+        tq, device = len(q), q.device
         plain = self._plain_f2f(q, targets, product_cells)
         chamfer = self._video_scores(plain, tq, self._chamfer_score, score_cells, device)
         chosen = list(range(len(targets)))
         if keep is not None and keep < len(targets):
             chosen = torch.topk(chamfer, keep).indices.tolist()
-        attended = self._batched_f2f(q.to(work), [targets[i] for i in chosen], product_cells)
+        attended = self._batched_f2f(q.to(self._work_dtype(device)), [targets[i] for i in chosen], product_cells)
         learned = self._video_scores(attended, tq, self.video_score, score_cells, device)
         scores = torch.full((len(targets),), float("-inf"), device=device)
         index = torch.tensor(chosen, dtype=torch.long, device=device)
