@@ -100,7 +100,10 @@ def _format_table(result: dict) -> str:
     if not result["results"]:
         lines.append(f"  no match ({result['note']})" if result.get("note") else "  no match")
     for rank, r in enumerate(result["results"], 1):
-        lines.append(f"  {rank:>2}. {r['score']:.3f}  {r['id']}  {r['source']}")
+        lines.append(f"  {rank:>2}. {r['score']:.3f}  {r['id']}  {r['source']}"
+                     + ("  (mirrored)" if r.get("mirrored") else ""))
+        if not r["segments"] and r.get("segments_reason"):
+            lines.append(f"        no segment ({r['segments_reason']})")
         for s in r["segments"][:3]:
             lines.append(f"        query {s['query_start']:7.1f}-{s['query_end']:<7.1f}s  ->  target "
                          f"{s['target_start']:7.1f}-{s['target_end']:<7.1f}s  (score {s['score']:.3f})")

@@ -24,7 +24,7 @@ from indexer.coarse import CoarseIndex, frame_descriptors
 from indexer.decode import VideoInfo, iter_frames, probe
 from indexer.errors import InputError
 from indexer.prefetch import Prefetch
-from indexer.segments import find_segments
+from indexer.segments import align
 from indexer.settings import Settings, get_settings
 from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
@@ -464,19 +464,26 @@ class Engine:
             if len(results) >= top_k or not np.isfinite(fine[idx]):  # -inf: left out by the cascade
                 break
             record = records[candidates[idx][0]]
-            sim = f2f[idx]
-            if self.network.learned and not cascade:
-                # attention scales every region vector by its weight; segments are found on plain cosine
-                # similarities so that their thresholds mean the same with and without a checkpoint
-                view = views[orientation[candidates[idx][0]]]
-                sim = self.network.frame_to_frame(F.normalize(view.float(), dim=-1).to(self.device),
-                                                  F.normalize(targets[idx].float(), dim=-1).unsqueeze(0).to(self.device))[0]
-            segments = find_segments(sim.cpu().numpy(), timestamps, record.timestamps, duration, record.duration)
-            results.append({"id": record.id, "source": record.source, "score": round(float(fine[idx]), 4),
-                            "coarse_score": round(float(candidates[idx][1]), 4),
-                            "segments": [s.as_dict() for s in segments]})
+            view = orientation[candidates[idx][0]]
+            sim = f2f[idx] if not self.network.learned or cascade else self.frame_matrix(views[view], targets[idx])
+            alignment = align(np.asarray(sim.cpu().numpy() if torch.is_tensor(sim) else sim), timestamps,
+                              record.timestamps, duration, record.duration)
+            result = {"id": record.id, "source": record.source, "score": round(float(fine[idx]), 4),
+                      "coarse_score": round(float(candidates[idx][1]), 4), "mirrored": view == 1,
+                      "segments": [s.as_dict() for s in alignment.segments]}
+            if alignment.reason:
+                result["segments_reason"] = alignment.reason
+            results.append(result)
         timings["segments"] = (time.perf_counter() - t3) * 1000
         return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}
+
+    def frame_matrix(self, query: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        """The plain-cosine frame-to-frame matrix S^F of a query view and a target's stored features: what
+        segments are found on. Attention scales every region vector by its weight, so the matrix is taken on
+        unattended features, and the aligner's thresholds mean the same with and without a checkpoint."""
+        sim = self.network.frame_to_frame(F.normalize(query.float(), dim=-1).to(self.device),
+                                          F.normalize(target.float(), dim=-1).unsqueeze(0).to(self.device))[0]
+        return sim.cpu().numpy()
 
     def _aggregate(self, scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None,
                    limit: int | None = None) -> list[tuple[int, float]]:

@@ -64,7 +64,13 @@ class Match(BaseModel):
     source: str
     score: float
     coarse_score: float | None = None
-    segments: list[Segment]
+    mirrored: bool = Field(False, description="the match was found with the query flipped left to right")
+    segments: list[Segment] = Field(description="matched spans, best first, on the query's and the target's "
+                                    "timelines (seconds)")
+    segments_reason: Literal["no_frames", "no_contrast", "no_aligned_run"] | None = Field(
+        None, description="present when `segments` is empty: no_frames (a video has no informative frame), "
+        "no_contrast (no frame pair stands out of the pair's background), no_aligned_run (similar frames, "
+        "but no run of them along one line in time)")
 
 
 class QueryResult(BaseModel):

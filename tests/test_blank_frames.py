@@ -100,5 +100,7 @@ def test_a_query_that_opens_black_finds_its_source_on_the_content(suppressed, fi
     top = suppressed.query(films["faded"], top_k=3)["results"][0]
     assert top["source"].endswith(BOTTLE)
     segment = top["segments"][0]
-    assert segment["query_start"] >= 0.9, "the black second is no part of the match"
+    # the black second is no part of the match: the span starts half a sampling step (1 s) before the first
+    # frame of content, the unbiased estimate of a boundary between two samples
+    assert segment["query_start"] >= 0.5, segment
     assert 18 <= segment["target_start"] <= 22, segment

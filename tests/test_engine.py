@@ -77,11 +77,20 @@ def test_excerpt_reports_the_right_ten_seconds(engine, copies):
     assert seg["query_end"] == pytest.approx(10.0, abs=1.0)
 
 
-def test_unrelated_results_carry_no_segment(engine, copies):
+def test_unrelated_results_carry_no_segment_and_say_why(engine, copies):
     path, source = copies["cropped"]
     results = engine.query(path, top_k=10)["results"]
     assert results[0]["source"].endswith(source) and results[0]["segments"]
+    assert "segments_reason" not in results[0]
     assert all(not r["segments"] for r in results[1:])
+    assert all(r["segments_reason"] in ("no_contrast", "no_aligned_run") for r in results[1:]), results[1:]
+
+
+def test_a_mirrored_copy_is_found_in_the_flipped_orientation(engine, copies):
+    path, source = copies["flipped"]
+    top = engine.query(path, top_k=1)["results"][0]
+    assert top["source"].endswith(source) and top["mirrored"] is True and top["segments"]
+    assert engine.query(copies["reencoded"][0], top_k=1)["results"][0]["mirrored"] is False
 
 
 def test_min_score_and_top_k(engine, copies):
