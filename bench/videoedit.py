@@ -42,8 +42,14 @@ def read_clip(path: str | Path, max_side: int | None = 640, fps: float | None = 
             if max_side and max(w, h) > max_side:
                 scale = max_side / max(w, h)
                 w, h = max(2, round(w * scale) // 2 * 2), max(2, round(h * scale) // 2 * 2)
-            frames.append(frame.to_ndarray(width=w, height=h, format="rgb24"))
-            next_t += 1.0 / out_fps
+            image = frame.to_ndarray(width=w, height=h, format="rgb24")
+            # every output tick up to this frame's time shows it: a source with gaps (dropped or repeated
+            # frames left out of an AVI, a rate below `fps`) keeps its duration instead of being sped up
+            while True:
+                frames.append(image)
+                next_t += 1.0 / out_fps
+                if fps is None or t + 1e-6 < next_t:
+                    break
     return Clip(frames, out_fps)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench import videoedit as ve
 from bench.copies import split
-from bench.copies.families import FAMILIES, make_family
+from bench.copies.families import FAMILIES, MULTI_SPAN_FAMILIES, make_family
 from tests.clips import BIKES, BOTTLE, clip
 from tests.conftest import needs_shared  # the split and the bootstrap's database are the shared clips' manifest
 
@@ -18,14 +18,49 @@ def clips():
     return a, b
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MULTI_SPAN_FAMILIES)
 def test_family_is_deterministic_under_its_seed(clips, family):
     original, other = clips
     first = make_family(family, original, np.random.default_rng(11), other)
     again = make_family(family, original, np.random.default_rng(11), other)
     assert len(first.clip.frames) == len(again.clip.frames) > 0
     assert all(np.array_equal(x, y) for x, y in zip(first.clip.frames, again.clip.frames))
-    assert first.truth == again.truth and first.bitrate == again.bitrate
+    assert first.truth == again.truth and first.bitrate == again.bitrate and first.spans == again.spans
+
+
+@pytest.mark.parametrize("family", FAMILIES + MULTI_SPAN_FAMILIES)
+def test_the_copied_spans_show_the_original(clips, family):
+    """Every family knows its copied spans, on the query's and the original's timelines: a whole-clip edit
+    maps the whole query onto the whole original; where frames are copied unchanged (an excerpt, an
+    insertion, a compilation) the query's frame in the middle of each span is the original's frame there."""
+    original, other = clips
+    query = make_family(family, original, np.random.default_rng(5), other)
+    assert query.spans
+    for span in query.spans:
+        assert 0 <= span["query_start"] < span["query_end"] <= query.clip.duration + 1e-3
+        assert 0 <= span["target_start"] < span["target_end"] <= original.duration + 1e-3
+    if family in ("excerpt", "insertion", "compilation"):
+        for span in query.spans:
+            q = (span["query_start"] + span["query_end"]) / 2
+            t = q - span["query_start"] + span["target_start"]
+            assert np.array_equal(query.clip.frames[int(q * query.clip.fps)], original.frames[int(t * original.fps)])
+    else:
+        (span,) = query.spans
+        assert (span["query_start"], span["target_start"], span["target_end"]) == (0.0, 0.0, round(original.duration, 3))
+        assert span["query_end"] == pytest.approx(query.clip.duration, abs=1e-3)
+    if family == "compilation":  # two excerpts in swapped order
+        first, second = query.spans
+        assert len(query.spans) == 2 and first["target_start"] >= second["target_end"]
+
+
+def test_a_source_with_frame_gaps_keeps_its_duration_when_resampled(tmp_path):
+    """A clip at 2 frames per second read at 10: every output tick shows the first source frame at or after
+    it, so the clip keeps its duration (to within its last frame) instead of being sped up five times."""
+    frames = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(6)]
+    path = ve.write_clip(ve.Clip(frames, 2.0), tmp_path / "slow.mp4")
+    read = ve.read_clip(path, fps=10)
+    assert read.duration == pytest.approx(3.0, abs=0.5)
+    assert abs(int(read.frames[12].mean()) - 40 * 3) < 8  # the 1.2 s tick: the source frame at 1.5 s
 
 
 def test_families_do_what_they_say(clips):

@@ -1,6 +1,9 @@
 """Deterministic edit families: each turns an original Clip into a query Clip (+ ground truth).
 
 All randomness comes from `rng`, seeded per (family, original), so rebuilding gives the same files.
+Every query knows its copied spans (`Query.spans`): which part of the query's timeline shows which part
+of the original's, in seconds. A whole-clip edit maps the whole query onto the whole original (a speed
+change stretches one of the two); an excerpt, an insertion and a compilation say where.
 """
 from __future__ import annotations
 
@@ -19,6 +22,14 @@ class Query:
     clip: Clip
     bitrate: int | None = None  # encode at this bitrate instead of crf
     truth: dict[str, float] = field(default_factory=dict)  # seconds: target_start/end, query_start/end
+    #: copied spans, seconds: [{"query_start", "query_end", "target_start", "target_end"}]; empty means
+    #: the whole query copies the whole original (filled in by `make_family`)
+    spans: list[dict[str, float]] = field(default_factory=list)
+
+
+def span(query_start: float, query_end: float, target_start: float, target_end: float) -> dict[str, float]:
+    return {"query_start": round(query_start, 3), "query_end": round(query_end, 3),
+            "target_start": round(target_start, 3), "target_end": round(target_end, 3)}
 
 
 def _map(clip: Clip, fn: Callable[[np.ndarray], np.ndarray]) -> Clip:
@@ -90,7 +101,16 @@ def letterbox(frame: np.ndarray, vertical: bool) -> np.ndarray:
 
 
 def make_family(name: str, clip: Clip, rng: np.random.Generator, other: Clip) -> Query:
-    """`other` is an unrelated clip (train split) for picture-in-picture and insertion."""
+    """`other` is an unrelated clip (train split) for picture-in-picture, insertion and compilation.
+
+    The query's `spans` are on the timelines of the returned query and of `clip`."""
+    query = _make(name, clip, rng, other)
+    if not query.spans:
+        query.spans = [span(0.0, query.clip.duration, 0.0, clip.duration)]
+    return query
+
+
+def _make(name: str, clip: Clip, rng: np.random.Generator, other: Clip) -> Query:
     if name == "reencode_lowbitrate":
         return Query(clip, bitrate=120_000)
     if name == "downscale_0.5":
@@ -139,24 +159,42 @@ def make_family(name: str, clip: Clip, rng: np.random.Generator, other: Clip) ->
         length = max(2, int(n * frac))
         start = int(rng.integers(0, max(1, n - length)))
         return Query(Clip(clip.frames[start : start + length], clip.fps),
-                     truth={"target_start": start / clip.fps, "target_end": (start + length) / clip.fps})
+                     truth={"target_start": start / clip.fps, "target_end": (start + length) / clip.fps},
+                     spans=[span(0.0, length / clip.fps, start / clip.fps, (start + length) / clip.fps)])
     if name == "insertion":  # the original in the middle of a longer unrelated video
         h, w = clip.frames[0].shape[:2]
         pad = [_resize_to(f, w, h) for f in _loop(other, int(clip.fps * 20))]
         cut = len(pad) // 2
         frames = pad[:cut] + clip.frames + pad[cut:]
         return Query(Clip(frames, clip.fps),
-                     truth={"query_start": cut / clip.fps, "query_end": (cut + len(clip.frames)) / clip.fps})
+                     truth={"query_start": cut / clip.fps, "query_end": (cut + len(clip.frames)) / clip.fps},
+                     spans=[span(cut / clip.fps, (cut + len(clip.frames)) / clip.fps, 0.0, clip.duration)])
+    if name == "compilation":  # two excerpts in swapped order with 4 s of unrelated video between them
+        n, fps = len(clip.frames), clip.fps
+        length_a, length_b = (max(1, int(n * rng.uniform(0.25, 0.35))) for _ in range(2))
+        start_a = int(rng.integers(0, max(1, n // 2 - length_a + 1)))
+        start_b = int(rng.integers(max(start_a + length_a, n // 2), max(start_a + length_a, n - length_b) + 1))
+        length_b = min(length_b, n - start_b)
+        h, w = clip.frames[0].shape[:2]
+        gap = [_resize_to(f, w, h) for f in _loop(other, int(fps * 4))]
+        frames = clip.frames[start_b : start_b + length_b] + gap + clip.frames[start_a : start_a + length_a]
+        a_at = (length_b + len(gap)) / fps
+        return Query(Clip(frames, fps), spans=[
+            span(0.0, length_b / fps, start_b / fps, (start_b + length_b) / fps),
+            span(a_at, a_at + length_a / fps, start_a / fps, (start_a + length_a) / fps)])
     if name == "hard":
         picks = rng.choice(["crop_25", "hflip", "text_overlay", "color", "blur", "speed_1.5", "logo_overlay"],
                            size=3, replace=False)
         out = Query(clip)
         for pick in sorted(picks):
-            out = make_family(str(pick), out.clip, rng, other)
-        return out
+            out = _make(str(pick), out.clip, rng, other)
+        return Query(out.clip, out.bitrate)  # whole-clip edits: the default span (a speed-up stretches it)
     raise ValueError(f"unknown family {name}")
 
 
 FAMILIES = ["reencode_lowbitrate", "downscale_0.5", "crop_10", "crop_25", "hflip", "blur", "color", "grayscale",
             "text_overlay", "logo_overlay", "letterbox", "pip", "reverse_pip", "speed_0.75", "speed_1.5",
             "framerate", "excerpt", "insertion", "hard"]
+#: families with several copied spans per query, scored by the segment benchmark (bench.copies.segments);
+#: the retrieval table keeps FAMILIES so that its numbers stay comparable from run to run
+MULTI_SPAN_FAMILIES = ["compilation"]

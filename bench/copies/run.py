@@ -31,6 +31,9 @@ from model.similarity import HAPVRSimilarity
 OUT = Path(__file__).resolve().parents[1] / "out" / "copies"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 log = logging.getLogger("bench.copies")
+#: bumped when the cached queries must be rebuilt: 2 = copied spans in the metadata, sources with frame gaps
+#: resampled without being sped up (bench.videoedit.read_clip)
+QUERY_VERSION = 2
 
 
 def cached_engine(name: str, **settings) -> Engine:
@@ -42,10 +45,11 @@ def cached_engine(name: str, **settings) -> Engine:
 
 
 def build_queries(max_seconds: float = 60.0, originals: list[str] | None = None,
-                  folder: str = "queries") -> list[dict]:
+                  folder: str = "queries", families: list[str] | None = None) -> list[dict]:
     """Write (once) every family's query for every test original; returns their descriptions.
 
-    `originals` (with their own `folder`) makes the same families of other clips: the validation
+    `families` defaults to the retrieval benchmark's FAMILIES. `originals` (with their own `folder`) makes the
+    same families of other clips: the validation
     queries of `bench.copies.mix` are made of train clips. Natural near-duplicates are test queries only.
     """
     shared = split.SHARED / "permissive"
@@ -54,10 +58,10 @@ def build_queries(max_seconds: float = 60.0, originals: list[str] | None = None,
     for original in tqdm(originals or split.test_originals(), desc=folder, unit="original"):
         clip = None
         others = [name for name in train if name != original]  # all of train for a test original
-        for family in FAMILIES:
+        for family in families or FAMILIES:
             path = OUT / folder / family / f"{Path(original).stem}.mp4"
             meta_path = path.with_suffix(".json")
-            if not meta_path.exists():
+            if not meta_path.exists() or json.loads(meta_path.read_text()).get("version") != QUERY_VERSION:
                 if clip is None:
                     clip = ve.read_clip(shared / original, max_side=480, fps=10)
                     clip = ve.Clip(clip.frames[: int(max_seconds * clip.fps)], clip.fps)
@@ -68,13 +72,15 @@ def build_queries(max_seconds: float = 60.0, originals: list[str] | None = None,
                 q = make_family(family, clip, rng, other)
                 ve.write_clip(q.clip, path, crf=26, bitrate=q.bitrate)
                 meta_path.write_text(json.dumps({"family": family, "original": original, "truth": q.truth,
-                                                 "other": other_name, "seed": seed}))
+                                                 "spans": q.spans, "other": other_name, "seed": seed,
+                                                 "version": QUERY_VERSION}))
             meta = json.loads(meta_path.read_text())
             queries.append({**meta, "path": str(path), "relevant": sorted(split.same_content(original))})
     if originals is not None:
         return queries
     for group in split.NATURAL_GROUPS.values():
         for member in group[1:]:
+            # a natural near-duplicate's copied spans are not known: it has no "spans", segment scores skip it
             queries.append({"family": "natural", "original": group[0], "truth": {}, "path": str(shared / member),
                             "relevant": sorted(set(group) - {member}), "self": member})
     return queries
@@ -214,9 +220,10 @@ def write_ablation(queries, systems, no_write) -> None:
 def _ignored(query: dict) -> set[str]:
     """Database clips left out of a query's ranking: a natural near-duplicate used as a query is itself in
     the database, and a picture-in-picture or insertion query really contains its background clip (a
-    train clip that is also in the database), so finding it is neither right nor wrong."""
+    train clip that is also in the database), so finding it is neither right nor wrong. So does the gap of a
+    compilation query."""
     out = {query["self"]} if "self" in query else set()
-    if query["family"] in ("pip", "reverse_pip", "insertion") and query.get("other"):
+    if query["family"] in ("pip", "reverse_pip", "insertion", "compilation") and query.get("other"):
         out.add(query["other"])
     return out
 
@@ -259,7 +266,7 @@ def write_report(queries, systems, timings, ious, index_s, peer_rows, no_write) 
         body += "\nPeers:\n" + "\n".join(peer_rows) + "\n"
     body += ("\nThe background clip of a pip, reverse-pip or insertion query (a train clip, also in the database) "
              "is left out of that query's ranking: the query really contains it.")
-    body += ("\nDatabase: all 57 shared clips. Queries: 19 edit families x 15 test originals, generated "
+    body += (f"\nDatabase: all 57 shared clips. Queries: {len(FAMILIES)} edit families x 15 test originals, generated "
              "deterministically by `bench/copies/families.py` (seeds from the family and file names), plus the "
              "5 natural near-duplicates. A query's positives are its original and that original's natural "
              "near-duplicate. Split and relevance: `bench/copies/split.py`. Plot: `docs/copies_map.png`.")

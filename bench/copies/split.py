@@ -84,6 +84,18 @@ def fold_train(fold: int = 0) -> list[str]:
     return [n for n in train_split() if n not in held]
 
 
+def look_alikes(name: str) -> set[str]:
+    """The clip, its natural near-duplicates and the clips that share its scene without being copies of it:
+    the one-room ASL clips, and the `face-demographics` / `head-pose` cuts. Frames of such clips really
+    match (the same room, the same people), so they are neither copies nor clean negatives of each other."""
+    if name.startswith("intel__asl"):
+        return {n for n in all_clips() if n.startswith("intel__asl")}
+    cuts = ("intel__preview_face-demographics", "intel__preview_head-pose")
+    if name.startswith(cuts):
+        return {n for n in all_clips() if n.startswith(cuts)}
+    return same_content(name)
+
+
 def same_content(name: str) -> set[str]:
     """The clip and its natural near-duplicates: what an edited copy of `name` is relevant to."""
     for group in NATURAL_GROUPS.values():
