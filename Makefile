@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.engine_speed
 	$(BIN)/python -m bench.frame_size
 	$(BIN)/python -m bench.copies.run
+	$(BIN)/python -m bench.copies.segments  # VCSL's aligners beside ours when HAPVR_VCSL names a checkout of alipay/VCSL
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.train_step
