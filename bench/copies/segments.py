@@ -13,7 +13,7 @@ share of pairs whose first segment has target IoU >= 0.5 ("localised"):
   project), each with the parameters of its grid that score the best F on the validation queries (edit
   families of train clips, `bench.copies.split.validation_query_originals`), as VCSL's tuning script does.
 
-`--tune` also prints our aligner's validation F over a grid of its two thresholds (how its defaults were
+`--tune` also prints our aligner's validation F (with the hard negatives) over `OUR_GRID` (how its defaults were
 chosen). Natural near-duplicates are left out: their copied spans are not known. Writes the "segments"
 section of docs/BENCHMARKS.md.
 """
