@@ -465,9 +465,10 @@ class Engine:
                 break
             record = records[candidates[idx][0]]
             view = orientation[candidates[idx][0]]
-            sim = f2f[idx] if not self.network.learned or cascade else self.frame_matrix(views[view], targets[idx])
-            alignment = align(np.asarray(sim.cpu().numpy() if torch.is_tensor(sim) else sim), timestamps,
-                              record.timestamps, duration, record.duration)
+            # the untrained network's and the cascade's S^F are already plain cosine; attended ones are not
+            sim = (f2f[idx].cpu().numpy() if not self.network.learned or cascade
+                   else self.frame_matrix(views[view], targets[idx]))
+            alignment = align(sim, timestamps, record.timestamps, duration, record.duration)
             result = {"id": record.id, "source": record.source, "score": round(float(fine[idx]), 4),
                       "coarse_score": round(float(candidates[idx][1]), 4), "mirrored": view == 1,
                       "segments": [s.as_dict() for s in alignment.segments]}

@@ -120,7 +120,7 @@ def _max_run(gain: np.ndarray) -> tuple[int, int, float]:
     best, start, best_run = -np.inf, 0, (0, -1)
     total = 0.0
     for i, g in enumerate(gain):
-        if total <= 0 or not np.isfinite(total):
+        if total <= 0:  # also after a -inf
             total, start = g, i
         else:
             total += g
@@ -166,8 +166,7 @@ def align(sim: np.ndarray, query_ts: np.ndarray, target_ts: np.ndarray, query_du
         evidence = on_line[np.arange(tq), cols]
         inside = near.any(axis=1) & active
         # a frame that matches much better elsewhere belongs to another line: it pays for the difference
-        gain = np.where(inside, np.maximum(evidence, 0.0) - frame_cost - elsewhere_cost * (row_best - evidence),
-                        -np.inf)
+        gain = np.where(inside, evidence - frame_cost - elsewhere_cost * (row_best - evidence), -np.inf)
         i0, i1, total = _max_run(gain)
         if i1 < i0 or not np.isfinite(total):
             break

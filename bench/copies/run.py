@@ -61,7 +61,8 @@ def build_queries(max_seconds: float = 60.0, originals: list[str] | None = None,
         for family in families or FAMILIES:
             path = OUT / folder / family / f"{Path(original).stem}.mp4"
             meta_path = path.with_suffix(".json")
-            if not meta_path.exists() or json.loads(meta_path.read_text()).get("version") != QUERY_VERSION:
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            if meta.get("version") != QUERY_VERSION:
                 if clip is None:
                     clip = ve.read_clip(shared / original, max_side=480, fps=10)
                     clip = ve.Clip(clip.frames[: int(max_seconds * clip.fps)], clip.fps)
@@ -71,10 +72,9 @@ def build_queries(max_seconds: float = 60.0, originals: list[str] | None = None,
                 other = ve.read_clip(shared / other_name, max_side=480, fps=10)
                 q = make_family(family, clip, rng, other)
                 ve.write_clip(q.clip, path, crf=26, bitrate=q.bitrate)
-                meta_path.write_text(json.dumps({"family": family, "original": original, "truth": q.truth,
-                                                 "spans": q.spans, "other": other_name, "seed": seed,
-                                                 "version": QUERY_VERSION}))
-            meta = json.loads(meta_path.read_text())
+                meta = {"family": family, "original": original, "truth": q.truth, "spans": q.spans,
+                        "other": other_name, "seed": seed, "version": QUERY_VERSION}
+                meta_path.write_text(json.dumps(meta))
             queries.append({**meta, "path": str(path), "relevant": sorted(split.same_content(original))})
     if originals is not None:
         return queries

@@ -255,10 +255,6 @@ def main() -> None:
     write(test, test_neg, methods, times, mismatched, tuned, notes, engine, args.no_write, where if vcsl else None)
 
 
-def _main_numbers(s: dict) -> tuple[float, float]:
-    return s["F"], s["localised"]
-
-
 def longest_self_match_ms(engine: Engine) -> tuple[int, float]:
     """(frames, ms of `align`) for the longest database clip against itself: the largest matrix here."""
     record = max(engine.store.list(limit=10**6), key=lambda r: r.duration)
