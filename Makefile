@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.frame_size
 	$(BIN)/python -m bench.copies.run
 	$(BIN)/python -m bench.copies.segments  # VCSL's aligners beside ours when HAPVR_VCSL names a checkout of alipay/VCSL
+	$(BIN)/python -m bench.copies.calibrate
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.train_step
@@ -57,12 +58,16 @@ bench-ablation: $(STAMP)
 # checkpoint scores with the recipe's fixed inference setting (comparator, Chamfer share 0.5), which
 # `make validate-setting` studies
 CKPT ?= model/assets/hapvr_sim.pt
+CONFIDENCE ?= model/assets/confidence.json
 TRAIN_WORK ?= hapvr-train
 RECIPE := --pooled-ap 16 --batch 16
 SHIPPED_SETTING := --head comparator --chamfer-mix 0.5
 SPLIT := $(BIN)/python -m bench.copies.split
 train-checkpoint: $(STAMP)
 	$(BIN)/hapvr train $$($(SPLIT) train) --out $(CKPT) --work $(TRAIN_WORK) $(RECIPE) $(SHIPPED_SETTING)
+	# a new checkpoint moves every score: its confidence map is refitted (docs/MODEL.md, section 6)
+	$(BIN)/pip install -q -e '.[bench]' || $(BIN)/pip install -q matplotlib==3.11.2 scikit-learn==1.9.1
+	HAPVR_CHECKPOINT=$(CKPT) $(BIN)/python -m bench.copies.calibrate --out $(CONFIDENCE)
 
 # the validation study behind that setting (docs/TRAINING.md, "Choosing the head and the share"): the
 # recipe on each validation fold's clips, one network per seed in FOLD_SEEDS, then every head and share

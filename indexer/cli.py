@@ -95,12 +95,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     return codes.pop() if len(codes) == 1 else 1
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a confidence is in 0..1")
+    return value
+
+
 def _format_table(result: dict) -> str:
-    lines = [f"query: {result['query']}"]
+    lines = [f"query: {result['query']}", "  rank  confidence  score  id                source"]
     if not result["results"]:
         lines.append(f"  no match ({result['note']})" if result.get("note") else "  no match")
     for rank, r in enumerate(result["results"], 1):
-        lines.append(f"  {rank:>2}. {r['score']:.3f}  {r['id']}  {r['source']}"
+        confidence = "exact" if r.get("exact_duplicate") else (
+            "   -" if r.get("confidence") is None else f"{int(r['confidence'] * 1000) / 1000:.3f}")  # 0.9999: 0.999
+        score = "  -  " if r["score"] is None else f"{r['score']:.3f}"
+        lines.append(f"  {rank:>4}. {confidence:>9}  {score}  {r['id']}  {r['source']}"
                      + ("  (mirrored)" if r.get("mirrored") else ""))
         if not r["segments"] and r.get("segments_reason"):
             lines.append(f"        no segment ({r['segments_reason']})")
@@ -118,9 +128,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     for video in args.videos:
         try:
             if args.id:
-                result = engine.query_by_id(video, top_k=args.top_k, min_score=args.min_score)
+                result = engine.query_by_id(video, top_k=args.top_k, min_score=args.min_score,
+                                            min_confidence=args.min_confidence)
             else:
-                result = engine.query(video, top_k=args.top_k, min_score=args.min_score)
+                result = engine.query(video, top_k=args.top_k, min_score=args.min_score,
+                                      min_confidence=args.min_confidence)
         except InputError as exc:
             print(f"FAILED [{exc.code}] {exc.message}", file=sys.stderr)
             if args.json:  # one line per query on stdout, failed or not, so that a script can zip them up
@@ -250,9 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files (or ids with --id)")
     data_arg(p)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--min-confidence", type=_probability, default=None, metavar="P",
+                   help="drop results whose calibrated confidence (probability of a copy) is below P, in 0..1; "
+                        "e.g. 0.5, or 0.9 to keep only sure copies (docs/MODEL.md, 'Confidence')")
     p.add_argument("--min-score", type=float, default=None,
-                   help="drop results scored below this (trained default: unrelated clips score just under 0.5; "
-                        "untrained Chamfer: about 0.1; docs/MODEL.md)")
+                   help="drop results whose raw re-rank score is below this (a ranking score, not a probability: "
+                        "prefer --min-confidence)")
     p.add_argument("--json", action="store_true", help="one JSON object per query, one per line")
     p.add_argument("--id", action="store_true", help="arguments are ids of indexed videos")
     p.set_defaults(func=cmd_query)

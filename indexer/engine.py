@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from indexer import failpoints
+from indexer import confidence as conf
 from indexer.coarse import CoarseIndex, frame_descriptors
 from indexer.decode import VideoInfo, iter_frames, probe
 from indexer.errors import InputError
@@ -197,8 +198,22 @@ class Engine:
     @cached_property
     def model_version(self) -> str:
         """Encoder features + similarity network: what the stored features depend on."""
-        sim = f"sim:{file_digest(self.checkpoint_path)}" if self.checkpoint_path else "sim:chamfer"
-        return f"{self.features_version}+{sim}"
+        return f"{self.features_version}+{self._similarity_version}"
+
+    @property
+    def _similarity_version(self) -> str:
+        return f"sim:{file_digest(self.checkpoint_path)}" if self.checkpoint_path else "sim:chamfer"
+
+    @cached_property
+    def scoring_model(self) -> str:
+        """The model version without the encoder's precision: int8 approximates the fp32 features, so one
+        confidence calibration serves both (a new checkpoint, PCA, frame size or backbone changes it)."""
+        return f"{feature_space(self.features_version)}+{self._similarity_version}"
+
+    @cached_property
+    def calibration(self) -> conf.Calibration | None:
+        """The confidence map fitted for this engine's scoring model (indexer/confidence.py), or None."""
+        return conf.load_for(self.scoring_model, self.settings.confidence_map)
 
     @cached_property
     def store(self) -> Store:
@@ -380,34 +395,67 @@ class Engine:
 
     # ----- search
     def query(self, path: str | Path, top_k: int | None = None, min_score: float | None = None,
-              label: str | None = None) -> dict:
-        """Embed a video file and search; the CLI/API JSON shape."""
+              label: str | None = None, min_confidence: float | None = None, explain: bool = False) -> dict:
+        """Embed a video file and search; the CLI/API JSON shape.
+
+        The file is hashed too (about 0.2 s per GB, little next to decoding and embedding it): an indexed file with the same bytes is reported as an exact duplicate, confidence 1,
+        first, even when the query has no evidence to search with (every frame blank).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("not_found", f"{path}: no such file")
+        t0 = time.perf_counter()
+        sha = sha256_file(path)
+        hash_ms = (time.perf_counter() - t0) * 1000
         emb = self.embed(path, mirrored=self.settings.query_flip)
         if emb.blank:
             result = {"results": [], "note": self.BLANK_QUERY, "timings_ms": {}}
         else:
             result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score,
-                                 mirrored=emb.mirrored)
-        result["timings_ms"] = {**{k: round(v, 1) for k, v in emb.timings_ms.items()}, **result["timings_ms"]}
+                                 mirrored=emb.mirrored, min_confidence=min_confidence, sha256=sha, explain=explain)
+        twin = self.store.by_sha256(sha)
+        if twin is not None and not any(r.get("exact_duplicate") for r in result["results"]):
+            # left out by a filter, or nothing to search with: the same bytes are still the same video
+            result["results"] = [self._exact_result(twin), *result["results"]][: top_k or self.settings.top_k]
+        result["timings_ms"] = {"hash": round(hash_ms, 1), **{k: round(v, 1) for k, v in emb.timings_ms.items()},
+                                **result["timings_ms"]}
         result["timings_ms"]["total"] = round(sum(v for k, v in result["timings_ms"].items() if k != "total"), 1)
         return {"query": label or str(path), **result}
 
-    def query_by_id(self, video_id: str, top_k: int | None = None, min_score: float | None = None) -> dict:
+    @staticmethod
+    def _exact_result(record: VideoRecord) -> dict:
+        """The result of an indexed file with the query's bytes that the search did not return: no score was
+        computed (`score` null), the whole of both timelines is the segment."""
+        whole = {"query_start": 0.0, "query_end": round(record.duration, 3), "target_start": 0.0,
+                 "target_end": round(record.duration, 3), "score": 1.0}
+        return {"id": record.id, "source": record.source, "score": None, "confidence": 1.0, "coarse_score": None,
+                "mirrored": False, "segments": [whole], "exact_duplicate": True}
+
+    def query_by_id(self, video_id: str, top_k: int | None = None, min_score: float | None = None,
+                    min_confidence: float | None = None, explain: bool = False) -> dict:
         """Search with an indexed video's stored features; the video itself is left out."""
         record = self.store.get(video_id)
         if record is None:
             raise InputError("not_found", f"no indexed video with id {video_id}")
         feats = torch.from_numpy(np.asarray(self.store.load_features(video_id), dtype=np.float32))
-        result = self.search(feats, record.timestamps, record.duration, top_k, min_score, exclude_seq=record.seq)
+        result = self.search(feats, record.timestamps, record.duration, top_k, min_score, exclude_seq=record.seq,
+                             min_confidence=min_confidence, explain=explain)
         return {"query": video_id, **result}
 
     def search(self, features: torch.Tensor, timestamps: np.ndarray, duration: float, top_k: int | None = None,
                min_score: float | None = None, exclude_seq: int | None = None,
-               mirrored: torch.Tensor | None = None) -> dict:
-        """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments for the returned results.
+               mirrored: torch.Tensor | None = None, min_confidence: float | None = None,
+               sha256: str | None = None, explain: bool = False, max_candidates: int | None = None) -> dict:
+        """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments and confidence for the
+        returned results.
 
         With `mirrored` (the query's flipped frames), every stage keeps, per
-        target, the better of the two orientations.
+        target, the better of the two orientations. `min_confidence` skips
+        results below it (the next candidates take their place, up to
+        `top_k`); `sha256` is the query file's: an indexed file with the same
+        bytes is an exact duplicate, confidence 1. `explain` adds each
+        result's evidence (indexer/confidence.py). `max_candidates` overrides
+        HAPVR_CANDIDATES (and bounds the cascade).
         """
         top_k = self.settings.top_k if top_k is None else top_k
         timings: dict[str, float] = {}
@@ -424,7 +472,7 @@ class Engine:
             for seq, score in agg.items():
                 if seq not in best_view or score > best_view[seq][0]:
                     best_view[seq] = (score, v)
-        ranked = sorted(best_view.items(), key=lambda item: -item[1][0])[: self.settings.candidates]
+        ranked = sorted(best_view.items(), key=lambda item: -item[1][0])[: max_candidates or self.settings.candidates]
         candidates = [(seq, score) for seq, (score, _) in ranked]
         orientation = {seq: v for seq, (_, v) in ranked}
         t1 = time.perf_counter()
@@ -439,6 +487,8 @@ class Engine:
         # with a Chamfer share, its plain S^F is what segments need: the cascade computes it once, first
         cascade = self.network.learned and bool(self.network.chamfer_mix)
         keep = max(self.settings.rerank_cascade, top_k) if self.settings.rerank_cascade else None
+        if keep is not None and max_candidates is not None:
+            keep = min(keep, max(max_candidates, top_k))
         for v, view in enumerate(views):
             chosen = [j for j, (seq, _) in enumerate(candidates) if orientation[seq] == v]
             if not chosen:
@@ -457,6 +507,7 @@ class Engine:
         t3 = time.perf_counter()
         timings["rerank"] = (t3 - t2) * 1000
         order = np.argsort(-fine, kind="stable")
+        calibration = self.calibration
         results = []
         for idx in order:
             if min_score is not None and fine[idx] < min_score:
@@ -469,11 +520,23 @@ class Engine:
             sim = (f2f[idx].cpu().numpy() if not self.network.learned or cascade
                    else self.frame_matrix(views[view], targets[idx]))
             alignment = align(sim, timestamps, record.timestamps, duration, record.duration)
+            segments = [s.as_dict() for s in alignment.segments]
+            ev = conf.evidence(fine[idx], candidates[idx][1], segments, duration, record.duration)
+            confidence = None if calibration is None else round(calibration.confidence(ev), 4)
+            exact = sha256 is not None and record.sha256 == sha256
+            if exact:
+                confidence = 1.0
+            if min_confidence is not None and (confidence or 0.0) < min_confidence:
+                continue
             result = {"id": record.id, "source": record.source, "score": round(float(fine[idx]), 4),
-                      "coarse_score": round(float(candidates[idx][1]), 4), "mirrored": view == 1,
-                      "segments": [s.as_dict() for s in alignment.segments]}
+                      "confidence": confidence, "coarse_score": round(float(candidates[idx][1]), 4),
+                      "mirrored": view == 1, "segments": segments}
+            if exact:
+                result["exact_duplicate"] = True
             if alignment.reason:
                 result["segments_reason"] = alignment.reason
+            if explain:
+                result["evidence"] = {k: round(v, 4) for k, v in ev.items()}
             results.append(result)
         timings["segments"] = (time.perf_counter() - t3) * 1000
         return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
                                     "training-free Chamfer instead of its comparator CNN (true: the paper's "
                                     "network); unset: the checkpoint's own choice")
     rerank_precision: str = Field("auto", description="auto (bfloat16 on CPU when a start-up probe finds it faster), float32, bfloat16")
+    confidence_map: Path | None = Field(None, description="calibrated-confidence map (indexer/confidence.py); "
+                                        "unset: the shipped one, used only with the model version it was fitted for")
     f2f_topk_rate: float = 0.1
     v2v_topk_rate: float = 0.03
 

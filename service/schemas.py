@@ -62,7 +62,12 @@ class Segment(BaseModel):
 class Match(BaseModel):
     id: str
     source: str
-    score: float
+    score: float | None = Field(description="the re-rank score (ranks results; not a probability); null only for "
+                                "an exact duplicate the search did not score")
+    confidence: float | None = Field(description="calibrated probability that the pair is a copy, in [0, 1] "
+                                     "(docs/MODEL.md, 'Confidence'); 1 for an exact duplicate; null when no "
+                                     "calibration fits the engine's model version")
+    exact_duplicate: bool = Field(False, description="the indexed file has the query file's bytes (same sha256)")
     coarse_score: float | None = None
     mirrored: bool = Field(False, description="the match was found with the query flipped left to right")
     segments: list[Segment] = Field(description="matched spans, best first, on the query's and the target's "
@@ -85,6 +90,7 @@ class QueryById(BaseModel):
     video_id: str
     top_k: int | None = Field(None, ge=1, le=1000)
     min_score: float | None = None
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class QueryAccepted(BaseModel):

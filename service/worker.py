@@ -144,10 +144,11 @@ class Worker:
         if job.kind == "query":
             progress("embedding", 0.0)
             if p.get("video_id"):
-                result = self.engine.query_by_id(p["video_id"], top_k=p.get("top_k"), min_score=p.get("min_score"))
+                result = self.engine.query_by_id(p["video_id"], top_k=p.get("top_k"), min_score=p.get("min_score"),
+                                                 min_confidence=p.get("min_confidence"))
             else:
                 result = self.engine.query(Path(p["path"]), top_k=p.get("top_k"), min_score=p.get("min_score"),
-                                           label=p.get("label"))
+                                           label=p.get("label"), min_confidence=p.get("min_confidence"))
             return result, result.get("timings_ms", {})
         raise InputError("bad_job", f"unknown job kind {job.kind!r}")
 

@@ -61,6 +61,12 @@ def test_upload_index_then_query_finds_source_with_segments(stack):
     result = q.json()
     assert result["results"][0]["source"] == CAR
     assert result["results"][0]["segments"] and len(result["results"]) == 2
+    # the same bytes: an exact duplicate; the unrelated clip is improbable
+    assert result["results"][0]["exact_duplicate"] is True and result["results"][0]["confidence"] == 1.0
+    assert result["results"][1]["confidence"] < 0.1
+    sure = client.post("/query", files={"file": ("q.mp4", clip(CAR).read_bytes(), "video/mp4")},
+                       data={"min_confidence": "0.5"})
+    assert [m["source"] for m in sure.json()["results"]] == [CAR]
     # query by an indexed video's id, no upload
     vid = jobs[1]
     video_id = client.get(f"/jobs/{vid['job_id']}").json()["result"]["video_id"]
@@ -174,6 +180,11 @@ def test_every_bad_input_gets_a_clear_error_and_the_index_stays_intact(stack, tm
     assert client.post("/query", data={"top_k": "3"}, files=[("nope", ("a", b"x"))]).status_code == 400
     bad_k = client.post("/query", files={"file": ("q.mp4", dog)}, data={"top_k": "zero"})
     assert bad_k.status_code == 422 and bad_k.json()["error"]["code"] == "invalid_request"
+    for value in ("1.5", "-0.1", "sure"):
+        bad_c = client.post("/query", files={"file": ("q.mp4", dog)}, data={"min_confidence": value})
+        assert bad_c.status_code == 422 and "min_confidence" in bad_c.json()["error"]["message"], bad_c.text
+    bad_json = client.post("/query", json={"video_id": "x", "min_confidence": 2})
+    assert bad_json.status_code == 422 and "min_confidence" in bad_json.json()["error"]["message"], bad_json.text
     assert client.get("/jobs/does-not-exist").status_code == 404
     assert client.post("/query", json={"video_id": "nope"}).status_code == 404
     # imports are off unless configured, and never leave the import root

@@ -20,7 +20,7 @@ router = APIRouter()
 
 MULTIPART = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary"}, "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
-    "min_score": {"type": "number"}}}
+    "min_score": {"type": "number"}, "min_confidence": {"type": "number", "minimum": 0, "maximum": 1}}}
 
 
 @router.post("/query", dependencies=AUTH, response_model=schemas.QueryResult,
@@ -41,18 +41,22 @@ async def query(request: Request, ctx: Ctx, async_: Annotated[bool, Query(alias=
             raise ApiError(400, "missing_field", "file: a video is required (multipart field 'file')")
         top_k = int_field(form.get("top_k"), "top_k")
         min_score = float_field(form.get("min_score"), "min_score")
+        min_confidence = float_field(form.get("min_confidence"), "min_confidence")
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise ApiError(422, "invalid_request", "min_confidence: must be in 0..1")
         try:
             saved = await save_upload(upload, ctx.uploads, ctx.settings.max_upload_bytes)
         except UploadRejected as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
         await run_in_threadpool(validate, ctx, saved.path, saved.filename)
         payload = {"path": str(saved.path), "upload": str(saved.path), "label": saved.filename,
-                   "top_k": top_k, "min_score": min_score}
+                   "top_k": top_k, "min_score": min_score, "min_confidence": min_confidence}
     elif ctype.startswith("application/json"):
         body = await read_json(request, schemas.QueryById)
         if ctx.engine.video(body.video_id) is None:
             raise ApiError(404, "not_found", f"video_id: no indexed video with id {body.video_id}")
-        payload = {"video_id": body.video_id, "top_k": body.top_k, "min_score": body.min_score}
+        payload = {"video_id": body.video_id, "top_k": body.top_k, "min_score": body.min_score,
+                   "min_confidence": body.min_confidence}
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (a video) or application/json")
     queue = ctx.queue
