@@ -210,7 +210,7 @@ def iter_frames(
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
         max_frames, decoded = limits.max_frames(info), 0
         try:
-            for frame in container.decode(stream):
+            for frame in _decoded(container, stream):
                 decoded += 1
                 if decoded > max_frames:
                     raise InputError("truncated", f"{path}: over {max_frames} frames where {info.duration:.1f} s at "
@@ -245,6 +245,17 @@ def iter_frames(
                                       "(truncated or corrupt)")
     if frames:
         yield FrameBatch(np.asarray(stamps), np.stack(frames))
+
+
+def _decoded(container, stream) -> Iterator[av.VideoFrame]:
+    """The stream's frames, decoded packet by packet. An empty packet with a timestamp is a frame the muxer
+    marks as a repeat of the previous one (Theora in Ogg does this for dropped frames): it holds nothing
+    to decode, and sending it to the decoder would flush it mid-stream, after which every packet fails
+    with EINVAL. The empty packet without a timestamp that ends the demuxing does flush it, as it should."""
+    for packet in container.demux(stream):
+        if packet.size == 0 and packet.pts is not None:
+            continue
+        yield from packet.decode()
 
 
 def _to_rgb(frame: av.VideoFrame, size_for: Callable[[int, int], tuple[int, int]]) -> np.ndarray:

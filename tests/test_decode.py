@@ -116,3 +116,31 @@ def test_limits(tmp_path):
     with pytest.raises(InputError) as err:
         probe(path, Limits(max_pixels=100 * 90))
     assert err.value.code == "bad_dimensions"
+
+
+def test_empty_packets_with_a_timestamp_are_skipped_not_sent_to_the_decoder():
+    """Ogg/Theora marks a dropped frame with an empty packet that has a timestamp; handed to the decoder it
+    would flush it mid-stream and every later packet fails (a real Theora clip of the shared collection
+    did exactly that). Real packets of a demo clip, with such empty packets between them, must decode to
+    the same frames as without them."""
+    import av
+
+    from indexer.decode import _decoded
+
+    with av.open(str(clip(BIKES))) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream)]
+
+        class WithRepeats:
+            def demux(self, _stream):
+                for i, packet in enumerate(packets):
+                    yield packet
+                    if i % 7 == 3 and packet.pts is not None:
+                        empty = av.Packet(0)
+                        empty.pts = empty.dts = packet.pts + 1
+                        yield empty
+
+        frames = [f.pts for f in _decoded(WithRepeats(), stream)]
+    with av.open(str(clip(BIKES))) as container:
+        plain = [f.pts for f in container.decode(container.streams.video[0])]
+    assert len(plain) > 100 and frames == plain
