@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.copies.run
 	$(BIN)/python -m bench.copies.segments  # VCSL's aligners beside ours when HAPVR_VCSL names a checkout of alipay/VCSL
 	$(BIN)/python -m bench.copies.calibrate
+	$(BIN)/python -m bench.duplicates
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.train_step

@@ -172,6 +172,51 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    """Duplicate sets of the whole collection: a JSON object, CSV rows (one per grouped video) or a table."""
+    from tqdm import tqdm
+
+    engine = _engine(args)
+    bar = tqdm(total=100, unit="%", desc="scanning", disable=args.quiet or not sys.stderr.isatty())
+
+    def progress(stage: str, fraction: float) -> None:
+        bar.n = round(fraction * 100)
+        bar.refresh()
+
+    try:
+        result = engine.duplicates(min_confidence=args.min_confidence, progress=progress)
+    finally:
+        bar.close()
+        engine.save()
+    if args.json:
+        print(json.dumps(result))
+    elif args.csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["group", "video_id", "source", "representative", "duration", "width", "height",
+                         "best_confidence"])
+        for number, group in enumerate(result["groups"], 1):
+            best: dict[str, float] = {}
+            for pair in group["pairs"]:
+                for end in (pair["a"], pair["b"]):
+                    best[end] = max(best.get(end, 0.0), pair["confidence"])
+            for video in group["videos"]:
+                writer.writerow([number, video["id"], video["source"], video["id"] == group["representative"],
+                                 video["duration"], video["width"], video["height"], best.get(video["id"], "")])
+    else:
+        print(f"{len(result['groups'])} duplicate sets, {result['grouped']} of {result['videos']} videos "
+              f"(min confidence {result['min_confidence']:g}; {result['scanned_now']} videos scanned now, "
+              f"{result['elapsed_s']:.1f} s)")
+        for number, group in enumerate(result["groups"], 1):
+            print(f"set {number}: {len(group['videos'])} videos")
+            for video in group["videos"]:
+                mark = "*" if video["id"] == group["representative"] else " "
+                print(f"  {mark} {video['id']}  {video['duration']:8.1f}s  {video['width']}x{video['height']}  "
+                      f"{video['source']}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = _engine(args).info()
     if args.json:
@@ -283,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+")
     data_arg(p)
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("duplicates", help="group the whole collection into sets of copies")
+    data_arg(p)
+    p.add_argument("--min-confidence", type=_probability, default=0.5, metavar="P",
+                   help="sets hold together at this mean confidence of their pairs (default 0.5)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="one JSON object: groups, videos, pairs and segments")
+    form.add_argument("--csv", action="store_true", help="one row per grouped video")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("info", help="counts, sizes and versions of a data directory")
     data_arg(p)

@@ -4,8 +4,8 @@ measured about the pair.
 The re-rank score orders results well but is not a probability: unrelated pairs sit near 0.48 and
 copies start just above, and where a copy ends up depends on the edit. So each result carries its
 *evidence*, a few numbers the engine already has (`evidence`), and a logistic model fitted on held-out
-pairs maps them to a probability (`Calibration`). The fit (bench/copies/calibrate.py) uses the edited
-copies of train clips only; its coefficients ship as model/assets/confidence.json together with the
+pairs maps them to a probability (`Calibration`). The fit (bench/copies/calibrate.py) uses edited
+copies of train clips and collection scans of clips that are not test clips; its coefficients ship as model/assets/confidence.json together with the
 model they were fitted for (`Engine.scoring_model`: encoder, PCA and checkpoint digests, not the
 encoder's precision), because a new checkpoint or encoder moves every score: a map fitted for another
 model is not used (the results then carry `confidence: null`), and `python -m bench.copies.calibrate`
@@ -20,25 +20,33 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "model" / "assets" / "confidence.json"
 FORMAT = "hapvr-confidence/1"
-#: the evidence a result carries, in the order of the model's coefficients
-FEATURES = ("score", "coarse_score", "coverage", "segment_score")
+#: the evidence the model weighs, in the order of its coefficients (`evidence` also reports the coarse score
+#: and the coverage: with these four they add nothing on held-out pairs, and the coarse score's weight came
+#: out negative)
+FEATURES = ("score", "segment_score", "background", "level")
 #: the highest confidence a pair of different files gets (as results round it to 4 decimals): 1 means the
 #: same bytes (an exact duplicate)
 MAX_CONFIDENCE = 0.9999
 
 
 def evidence(score: float, coarse_score: float, segments: list[dict], query_duration: float,
-             target_duration: float) -> dict[str, float]:
+             target_duration: float, sim: np.ndarray | None = None) -> dict[str, float]:
     """The measurements of one pair that its confidence is computed from.
 
     `coverage` is the share of the shorter video inside the matched segments (its own timeline's
     segments, overlaps counted once): an excerpt of a long film covers all of the query, a copy inserted
     into a long unrelated stream all of the target. `segment_score` is the best segment's mean contrast
-    (indexer.segments): how far its frames stand out of the matrix's background.
+    (indexer.segments): how far its frames stand out of the matrix's background. From the plain-cosine
+    frame matrix `sim`: `background`, its median, and `level`, the mean over query frames of their best
+    match. Clips of one static scene (one table and camera, a talking head, a lab rig) match everywhere:
+    a high background with a high level, where a copy of moving content has a low background and a high
+    level; the model learns how much that says.
     """
     side = "query" if query_duration <= target_duration else "target"
     length = min(query_duration, target_duration)
@@ -49,9 +57,13 @@ def evidence(score: float, coarse_score: float, segments: list[dict], query_dura
         if end > start:
             covered += end - start
             reach = end
-    return {"score": float(score), "coarse_score": float(coarse_score),
-            "coverage": min(1.0, covered / length) if length > 0 else 0.0,
-            "segment_score": max((float(s["score"]) for s in segments), default=0.0)}
+    out = {"score": float(score), "coarse_score": float(coarse_score),
+           "coverage": min(1.0, covered / length) if length > 0 else 0.0,
+           "segment_score": max((float(s["score"]) for s in segments), default=0.0)}
+    has = sim is not None and sim.size > 0
+    out["background"] = float(np.median(sim)) if has else 0.0
+    out["level"] = float(sim.max(axis=1).mean()) if has else 0.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,11 @@ def load_for(model: str, path: str | Path | None = None) -> Calibration | None:
     if not path.is_file():
         log.warning("no confidence calibration at %s: results carry no confidence", path)
         return None
-    calibration = Calibration.load(path)
+    try:
+        calibration = Calibration.load(path)
+    except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        log.warning("%s is not a usable confidence map (%s): results carry no confidence", path, exc)
+        return None
     if calibration.model != model:
         log.warning("the confidence calibration at %s was fitted for %s, the engine runs %s: results carry no "
                     "confidence (refit with `python -m bench.copies.calibrate`)", path, calibration.model, model)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -445,7 +447,8 @@ class Engine:
     def search(self, features: torch.Tensor, timestamps: np.ndarray, duration: float, top_k: int | None = None,
                min_score: float | None = None, exclude_seq: int | None = None,
                mirrored: torch.Tensor | None = None, min_confidence: float | None = None,
-               sha256: str | None = None, explain: bool = False, max_candidates: int | None = None) -> dict:
+               sha256: str | None = None, explain: bool = False, max_candidates: int | None = None,
+               learned_candidates: int | None = None, frame_neighbours: int | None = None) -> dict:
         """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments and confidence for the
         returned results.
 
@@ -455,7 +458,9 @@ class Engine:
         `top_k`); `sha256` is the query file's: an indexed file with the same
         bytes is an exact duplicate, confidence 1. `explain` adds each
         result's evidence (indexer/confidence.py). `max_candidates` overrides
-        HAPVR_CANDIDATES (and bounds the cascade).
+        HAPVR_CANDIDATES (and bounds the cascade), `learned_candidates` the
+        cascade's HAPVR_RERANK_CASCADE (never below `top_k`), `frame_neighbours`
+        HAPVR_FRAME_NEIGHBOURS.
         """
         top_k = self.settings.top_k if top_k is None else top_k
         timings: dict[str, float] = {}
@@ -463,8 +468,8 @@ class Engine:
         views = [features] if mirrored is None else [features, mirrored]
         with self._lock:
             self.coarse.sync()
-            coarse = [self.coarse.search(frame_descriptors(v.cpu().numpy()), self.settings.frame_neighbours)
-                      for v in views]
+            coarse = [self.coarse.search(frame_descriptors(v.cpu().numpy()),
+                                         frame_neighbours or self.settings.frame_neighbours) for v in views]
         # per candidate, the orientation whose coarse score is higher is the one re-ranked
         per_view = [dict(self._aggregate(scores, seqs, exclude_seq, limit=None)) for scores, seqs, _ in coarse]
         best_view: dict[int, tuple[float, int]] = {}
@@ -486,7 +491,8 @@ class Engine:
         fine, f2f = np.zeros(len(targets)), [None] * len(targets)
         # with a Chamfer share, its plain S^F is what segments need: the cascade computes it once, first
         cascade = self.network.learned and bool(self.network.chamfer_mix)
-        keep = max(self.settings.rerank_cascade, top_k) if self.settings.rerank_cascade else None
+        cascade_size = self.settings.rerank_cascade if learned_candidates is None else learned_candidates
+        keep = max(cascade_size, top_k) if cascade_size else None
         if keep is not None and max_candidates is not None:
             keep = min(keep, max(max_candidates, top_k))
         for v, view in enumerate(views):
@@ -521,7 +527,7 @@ class Engine:
                    else self.frame_matrix(views[view], targets[idx]))
             alignment = align(sim, timestamps, record.timestamps, duration, record.duration)
             segments = [s.as_dict() for s in alignment.segments]
-            ev = conf.evidence(fine[idx], candidates[idx][1], segments, duration, record.duration)
+            ev = conf.evidence(fine[idx], candidates[idx][1], segments, duration, record.duration, sim)
             confidence = None if calibration is None else round(calibration.confidence(ev), 4)
             exact = sha256 is not None and record.sha256 == sha256
             if exact:
@@ -540,6 +546,62 @@ class Engine:
             results.append(result)
         timings["segments"] = (time.perf_counter() - t3) * 1000
         return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}
+
+    # ----- duplicate sets of the whole collection
+    DUPLICATES_FILE = "duplicates.json"
+
+    def duplicates(self, min_confidence: float = 0.5, progress: Progress | None = None) -> dict:
+        """Group the whole collection into duplicate sets (indexer/duplicates.py).
+
+        Scans the videos not scanned yet (each one's stored features search the collection; its top
+        HAPVR_DUPLICATE_NEIGHBOURS pairs are stored with the scan, one transaction per video, so a killed
+        job resumes where it stopped), then groups the stored pairs by average linkage at
+        `min_confidence`. The result is also written to the data folder (`last_duplicates`).
+        """
+        from indexer import duplicates as dup
+
+        if self.calibration is None:
+            raise InputError("no_calibration", "duplicate sets need the calibrated confidence, and no confidence "
+                             "map fits this model (docs/MODEL.md, section 6: refit it, or set HAPVR_CONFIDENCE_MAP)")
+        start = time.perf_counter()
+        model = f"{self.scoring_model}+conf:{hashlib.sha256(repr(self.calibration).encode()).hexdigest()[:12]}"
+        neighbours = self.settings.duplicate_neighbours
+        todo = self.store.unscanned(model)
+        for done, seq in enumerate(todo):
+            record = self.store.by_seqs([seq]).get(seq)
+            if record is None:  # deleted meanwhile
+                continue
+            feats = torch.from_numpy(np.asarray(self.store.load_features(record.id), dtype=np.float32))
+            found = self.search(feats, record.timestamps, record.duration, top_k=neighbours, exclude_seq=seq,
+                                max_candidates=self.settings.duplicate_candidates, learned_candidates=neighbours,
+                                frame_neighbours=self.settings.duplicate_frame_neighbours)["results"]
+            found = [r for r in found if (r["confidence"] or 0.0) >= dup.FLOOR]
+            others = self.store.by_ids([r["id"] for r in found])
+            pairs = []
+            for r in found:
+                other = others.get(r["id"])
+                if other is not None:
+                    pairs.append(dup.oriented(seq, other.seq, r["confidence"], r["segments"]))
+            self.store.record_scan(seq, model, saturated=len(found) >= neighbours, pairs=pairs)
+            failpoints.reach("duplicates_scan")  # one video scanned and committed, the job not finished
+            if progress:
+                progress("scanning", (done + 1) / len(todo))
+        pairs, _, saturated = self.store.scanned_pairs()
+        groups = dup.average_linkage(((a, b, c) for a, b, c, _ in pairs), saturated, min_confidence)
+        records = self.store.by_seqs(sorted({v for g in groups for v in g}))
+        result = dup.describe(groups, pairs, records, min_confidence)
+        result.update({"videos": self.store.count(), "scanned_now": len(todo), "pairs_scored": len(pairs),
+                       "neighbours": neighbours, "model": model,
+                       "elapsed_s": round(time.perf_counter() - start, 3), "created": time.time()})
+        tmp = self.data / f"{self.DUPLICATES_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(result))
+        tmp.replace(self.data / self.DUPLICATES_FILE)
+        return result
+
+    def last_duplicates(self) -> dict | None:
+        """The last `duplicates` result written to the data folder, or None."""
+        path = self.data / self.DUPLICATES_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def frame_matrix(self, query: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         """The plain-cosine frame-to-frame matrix S^F of a query view and a target's stored features: what

@@ -17,6 +17,7 @@ class InputError(Exception):
         "incompatible_store": 17,
         "no_store": 18,
         "storage_full": 19,
+        "no_calibration": 20,
     }
     #: exit status of a command where several files failed with different codes, or something unexpected broke
     MIXED = 1

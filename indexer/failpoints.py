@@ -1,5 +1,5 @@
 """Named points where a process kills itself on purpose, so that fault tests can crash a real worker at
-an exact stage (decode, embed, commit, index_save) instead of racing a timer.
+an exact stage (decode, embed, commit, index_save, duplicates_scan) instead of racing a timer.
 
 Off unless `HAPVR_FAILPOINTS` names points (comma-separated; `Settings.failpoints`). A reached point
 that is armed sends the process SIGKILL: no cleanup, no atexit, no flushed buffers, as a power cut or
@@ -14,7 +14,7 @@ import signal
 log = logging.getLogger(__name__)
 
 #: every point the code can reach; arming another name is an error (a typo would test nothing)
-POINTS = frozenset({"decode", "embed", "commit", "index_save"})
+POINTS = frozenset({"decode", "embed", "commit", "index_save", "duplicates_scan"})
 _armed: frozenset[str] = frozenset()
 
 

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     top_k: int = 10
     ivf_threshold: int = Field(20_000, description="frames above which the coarse index becomes IVF-SQ8")
     nprobe: int = Field(16, description="IVF lists visited per query frame")
+    duplicate_neighbours: int = Field(10, ge=1, le=100, description="hapvr duplicates: pairs scored per video "
+                                      "(its top results); a set larger than this still holds together "
+                                      "(indexer/duplicates.py)")
+    duplicate_candidates: int = Field(30, ge=1, description="hapvr duplicates: FAISS candidates per video, scored by "
+                                      "plain Chamfer; the learned network scores the best HAPVR_DUPLICATE_NEIGHBOURS "
+                                      "of them (a query: HAPVR_CANDIDATES and HAPVR_RERANK_CASCADE)")
+    duplicate_frame_neighbours: int = Field(32, ge=1, description="hapvr duplicates: FAISS neighbours per frame of "
+                                            "the scanned video (a query: HAPVR_FRAME_NEIGHBOURS)")
     query_flip: bool = Field(True, description="also match the mirrored query (catches horizontally flipped copies)")
 
     # --- service
@@ -95,7 +103,7 @@ class Settings(BaseSettings):
                            "as are files declaring more frames than it allows for their duration")
 
     failpoints: str = Field("", description="fault tests only: comma-separated points (decode, embed, commit, "
-                            "index_save) where the process SIGKILLs itself (indexer/failpoints.py)")
+                            "index_save, duplicates_scan) where the process SIGKILLs itself (indexer/failpoints.py)")
 
     def encoder_config(self) -> EncoderConfig:
         size = self.frame_size or DEFAULT_SIZE.get(self.backbone, 224)

@@ -2,7 +2,8 @@
 
 Layout under the data directory:
 
-    store.sqlite            videos (one row per committed video), deletions, store info
+    store.sqlite            videos (one row per committed video), deletions, store info, and the
+                            duplicate-set scans: each video's scored neighbour pairs (indexer/duplicates.py)
     features/<id>.npy       T x 9 x 512 fp16: the similarity network's index_video output
     faiss/                  the coarse index (derived; see indexer/coarse.py)
     write.lock              one writer at a time, across processes
@@ -58,6 +59,11 @@ CREATE TABLE IF NOT EXISTS videos (
 CREATE INDEX IF NOT EXISTS videos_sha ON videos(sha256);
 CREATE INDEX IF NOT EXISTS videos_external ON videos(external_id);
 CREATE TABLE IF NOT EXISTS deletions (gen INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pair_scans (seq INTEGER PRIMARY KEY, model TEXT NOT NULL, saturated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+    a INTEGER NOT NULL, b INTEGER NOT NULL, confidence REAL NOT NULL, segments TEXT NOT NULL,
+    PRIMARY KEY (a, b)
+);
 """
 
 
@@ -228,6 +234,8 @@ class Store:
                 try:
                     self.db.execute("DELETE FROM videos WHERE seq=?", (record.seq,))
                     self.db.execute("INSERT INTO deletions (seq) VALUES (?)", (record.seq,))
+                    self.db.execute("DELETE FROM pairs WHERE a=? OR b=?", (record.seq, record.seq))
+                    self.db.execute("DELETE FROM pair_scans WHERE seq=?", (record.seq,))
                     self.db.execute("COMMIT")
                 except BaseException:
                     self.db.execute("ROLLBACK")
@@ -266,6 +274,14 @@ class Store:
                 out[row["seq"]] = _record(row)
         return out
 
+    def by_ids(self, ids: list[str]) -> dict[str, VideoRecord]:
+        out: dict[str, VideoRecord] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for row in self._rows(f"SELECT * FROM videos WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[row["id"]] = _record(row)
+        return out
+
     @staticmethod
     def _where(metadata_filter: dict[str, str] | None) -> tuple[str, list]:
         """A WHERE clause matching every key: value of user metadata (JSON paths, bound as parameters)."""
@@ -295,6 +311,50 @@ class Store:
     def deletions_after(self, gen: int) -> tuple[list[int], int]:
         rows = self._rows("SELECT gen, seq FROM deletions WHERE gen > ? ORDER BY gen", (gen,))
         return [r[1] for r in rows], (rows[-1][0] if rows else gen)
+
+    # ----- duplicate-set scans (indexer/duplicates.py)
+    def unscanned(self, model: str) -> list[int]:
+        """Seqs of the videos whose neighbours have not been scored with `model`, in indexing order. Scans of
+        another model (a new checkpoint or calibration) are dropped first: their confidences do not mix."""
+        with self.write_lock():
+            stale = self._one("SELECT COUNT(*) FROM pair_scans WHERE model != ?", (model,))[0]
+            if stale:
+                with self._mutex:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    self.db.execute("DELETE FROM pair_scans")
+                    self.db.execute("DELETE FROM pairs")
+                    self.db.execute("COMMIT")
+        rows = self._rows("SELECT v.seq FROM videos v LEFT JOIN pair_scans s ON s.seq = v.seq "
+                          "WHERE s.seq IS NULL ORDER BY v.seq")
+        return [r[0] for r in rows]
+
+    def record_scan(self, seq: int, model: str, saturated: bool,
+                    pairs: list[tuple[int, int, float, list[dict]]]) -> None:
+        """One video's scan: its scored pairs (a < b; the higher confidence of two scans of a pair stays)
+        and the scan row, in one transaction, so that a killed job resumes with the next video."""
+        with self.write_lock(), self._mutex:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.db.execute("SELECT 1 FROM videos WHERE seq=?", (seq,)).fetchone() is not None:
+                    self.db.executemany(
+                        "INSERT INTO pairs (a, b, confidence, segments) SELECT ?, ?, ?, ? "
+                        "WHERE EXISTS (SELECT 1 FROM videos WHERE seq=?) "
+                        "ON CONFLICT (a, b) DO UPDATE SET confidence=excluded.confidence, segments=excluded.segments "
+                        "WHERE excluded.confidence > pairs.confidence",
+                        [(a, b, c, json.dumps(segs), b if a == seq else a) for a, b, c, segs in pairs])
+                    self.db.execute("INSERT OR REPLACE INTO pair_scans VALUES (?, ?, ?)", (seq, model, int(saturated)))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def scanned_pairs(self) -> tuple[list[tuple[int, int, float, list[dict]]], set[int], set[int]]:
+        """(pairs of live videos, seqs scanned, seqs whose scan was saturated)."""
+        pairs = [(r[0], r[1], r[2], json.loads(r[3])) for r in self._rows(
+            "SELECT a, b, confidence, segments FROM pairs WHERE a IN (SELECT seq FROM videos) "
+            "AND b IN (SELECT seq FROM videos)")]
+        scans = self._rows("SELECT seq, saturated FROM pair_scans WHERE seq IN (SELECT seq FROM videos)")
+        return pairs, {r[0] for r in scans}, {r[0] for r in scans if r[1]}
 
     def load_features(self, video_id: str) -> np.ndarray:
         """Memory-mapped fp16 T x R x D (no copy until used).

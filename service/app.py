@@ -21,7 +21,7 @@ from service.context import Context
 from service.jobs import LocalQueue, make_queue
 from service.limits import BodyLimit, body_limit
 from service.metrics import Metrics
-from service.routes import health, index, jobs, query, videos
+from service.routes import duplicates, health, index, jobs, query, videos
 from service.uploads import sweep_partial
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit_for=body_limit(settings))
     app.add_middleware(Observe, metrics=ctx.metrics)  # outermost: it also counts what BodyLimit refuses
-    for router in (index.router, query.router, jobs.router, videos.router, health.router):
+    for router in (index.router, query.router, jobs.router, videos.router, duplicates.router, health.router):
         app.include_router(router)
     return app
 

