@@ -21,8 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from indexer import failpoints
 from indexer import confidence as conf
+from indexer import duplicates as dup
+from indexer import failpoints
 from indexer.coarse import CoarseIndex, frame_descriptors
 from indexer.decode import VideoInfo, iter_frames, probe
 from indexer.errors import InputError
@@ -400,8 +401,9 @@ class Engine:
               label: str | None = None, min_confidence: float | None = None, explain: bool = False) -> dict:
         """Embed a video file and search; the CLI/API JSON shape.
 
-        The file is hashed too (about 0.2 s per GB, little next to decoding and embedding it): an indexed file with the same bytes is reported as an exact duplicate, confidence 1,
-        first, even when the query has no evidence to search with (every frame blank).
+        The file is hashed too (about 0.2 s per GB, little next to decoding and embedding it): an indexed
+        file with the same bytes is reported as an exact duplicate, confidence 1, first, even when the
+        query has no evidence to search with (every frame blank).
         """
         path = Path(path)
         if not path.is_file():
@@ -558,8 +560,6 @@ class Engine:
         job resumes where it stopped), then groups the stored pairs by average linkage at
         `min_confidence`. The result is also written to the data folder (`last_duplicates`).
         """
-        from indexer import duplicates as dup
-
         if self.calibration is None:
             raise InputError("no_calibration", "duplicate sets need the calibrated confidence, and no confidence "
                              "map fits this model (docs/MODEL.md, section 6: refit it, or set HAPVR_CONFIDENCE_MAP)")
