@@ -47,12 +47,8 @@ LATER = 5
 
 def shared_files() -> tuple[list[Path], list[set[str]]]:
     """(every shared clip, the true groups as sets of file names)."""
-    permissive = split.SHARED / "permissive"
-    more = split.SHARED / "more"
-    files = sorted(permissive / n for n in split.all_clips())
-    manifest = json.loads((more / "manifest.json").read_text())
-    files += sorted(more / item["file"] if not item["file"].startswith("more/") else split.SHARED / item["file"]
-                    for item in manifest)
+    files = sorted(split.SHARED / "permissive" / n for n in split.all_clips())
+    files += sorted(split.SHARED / "more" / f for f in split.more_clips())
     groups = [set(g) for g in split.NATURAL_GROUPS.values()]
     groups += [{Path(p).name for p in members} for members in split.MORE_GROUPS.values()]
     return files, groups
