@@ -10,7 +10,7 @@ import pytest
 from bench import videoedit as ve
 from indexer import confidence as conf
 from indexer.engine import Engine
-from tests.clips import BIKES, BOTTLE, BOTTLE_PREVIEW, CAR, DEMO_VIDEOS, clip
+from tests.clips import BIKES, BOTTLE, BOTTLE_PREVIEW, CAR, CLASSROOM, DEMO_VIDEOS, clip, variant
 from tests.test_cli import hapvr
 from tests.test_engine import make_settings
 
@@ -68,6 +68,15 @@ def test_every_unrelated_clip_is_improbable(engine, edited, name):
 def test_an_edited_copy_is_sure(engine, edited, name):
     top = engine.query(edited[name], top_k=1)["results"][0]
     assert top["source"].endswith(name) and top["confidence"] >= 0.9, top
+
+
+@pytest.mark.xfail(strict=True, reason="0.07 with the shipped map: the 3 s classroom preview barely moves, so "
+                   "its frame matrix's background is about 0.5, which the map reads as two recordings of one scene "
+                   "(docs/MODEL.md, section 6)")
+def test_a_recaptioned_copy_of_a_static_clip_is_probable(engine, tmp_path_factory):
+    copy = variant(CLASSROOM, 8, tmp_path_factory.mktemp("static"))  # re-encoded at 320 px with a caption
+    top = engine.query(copy, top_k=1)["results"][0]
+    assert top["source"].endswith(CLASSROOM) and top["confidence"] >= 0.5, top
 
 
 def test_min_confidence_keeps_only_sure_results(engine, edited):
