@@ -67,7 +67,7 @@ def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: n
         seq = i + 1
         feats = synthetic(real, rng)
         vid = f"syn{seq:08d}"
-        path = store.feature_path(vid)
+        path = store.features.path(vid)
         if i < POOL:
             np.save(path, feats)
             pool_files.append(path)
@@ -77,9 +77,9 @@ def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: n
         ids[i * FRAMES : (i + 1) * FRAMES] = pack_ids(seq, FRAMES)
         rows.append((seq, vid, f"synthetic/{vid}.mp4", None, f"{seq:064x}", 60.0, 1.0, 640, 360, "h264", FRAMES,
                      stamps, model_version, "{}", time.time()))
-    store.db.execute("BEGIN")
-    store.db.executemany("INSERT INTO videos VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    store.db.execute("COMMIT")
+    store.catalog.db.execute("BEGIN")
+    store.catalog.db.executemany("INSERT INTO videos VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    store.catalog.db.execute("COMMIT")
     if len(descriptors) > Settings().ivf_threshold:
         coarse.index = build_ivf(descriptors, ids, 512)
         coarse.max_seq, coarse.dirty = n, True

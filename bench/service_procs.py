@@ -47,6 +47,82 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
+#: the PostgreSQL server the cluster-mode tests use (`.ci/run` starts it when it is down)
+POSTGRES_ADMIN_URL = os.environ.get("HAPVR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class PostgresDatabase:
+    """A fresh database on the PostgreSQL server at POSTGRES_ADMIN_URL, dropped again by `drop`."""
+
+    def __init__(self, name: str | None = None):
+        import uuid
+
+        self.name = name or f"hapvr_test_{uuid.uuid4().hex[:10]}"
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}"
+
+    def _admin(self):
+        import psycopg
+
+        try:
+            return psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise AssertionError(f"no PostgreSQL at {POSTGRES_ADMIN_URL} (bash .ci/run starts one; "
+                                 f"HAPVR_TEST_POSTGRES names another): {exc}") from None
+
+    def create(self) -> "PostgresDatabase":
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return self
+
+    def drop(self) -> None:
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class S3Server:
+    """A real S3 HTTP API (moto's server) on a free port, with AWS credentials for it in `env`."""
+
+    def __init__(self, log: Path):
+        self.port, self.log = free_port(), log
+        self.proc: subprocess.Popen | None = None
+        self.env = {"AWS_ACCESS_KEY_ID": "hapvr-test", "AWS_SECRET_ACCESS_KEY": "hapvr-test-secret",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "S3Server":
+        with open(self.log, "ab") as handle:
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            try:
+                return httpx.get(self.endpoint, timeout=1).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 30, f"moto.server did not start; log: {self.log}")
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
 def _redis_up(port: int) -> bool:
     import redis
 

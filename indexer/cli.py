@@ -37,8 +37,9 @@ def _existing_data(args: argparse.Namespace) -> Path:
     look like an empty collection, nor leave an empty folder behind)."""
     from indexer.store import Store
 
-    data = _settings(args).data
-    if not Store.exists(data):
+    settings = _settings(args)
+    data = settings.data
+    if not settings.catalog and not Store.exists(data):  # a cluster catalog is checked when it opens
         raise InputError("no_store", f"{data}: no index here (create one with `hapvr index VIDEOS --data {data}`)")
     return data
 
@@ -144,9 +145,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from indexer.store import Store
+    from indexer.backends import open_existing
 
-    store = Store.open_existing(_existing_data(args))  # rows only: no model is loaded to list them
+    store = open_existing(_settings(args), _existing_data(args))  # rows only: no model is loaded to list them
     records = store.list(offset=args.offset, limit=args.limit)
     for r in records:
         if args.json:
@@ -158,9 +159,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """Rows and feature files go now; the FAISS index, derived from the rows, drops them when next opened."""
-    from indexer.store import Store
+    from indexer.backends import open_existing
 
-    store = Store.open_existing(_existing_data(args))
+    store = open_existing(_settings(args), _existing_data(args))
     status = 0
     for video_id in args.ids:
         if store.delete(video_id):

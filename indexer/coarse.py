@@ -5,8 +5,8 @@ region vectors. FAISS ids pack (video seq, frame index) as seq << 20 | frame.
 
 The index is derived data. It is saved as `faiss/coarse-<max_seq>-<del_gen>.index`
 (atomic rename), i.e. the file name says which rows and deletions it holds;
-`sync()` catches up with the SQLite store by adding newer videos and removing
-deleted ones. A crash at any point therefore costs at most some catch-up work.
+`sync()` catches up with the catalog by adding newer videos and removing
+deleted ones; `faiss/catalog` names the catalog it was built from. A crash at any point therefore costs at most some catch-up work.
 
 Index type by size: exact inner product over fp16-compressed vectors
 (`IndexScalarQuantizer` QT_fp16, 1 KB per frame) until `ivf_threshold`
@@ -85,6 +85,7 @@ class CoarseIndex:
         self.nprobe = nprobe
         self.dir = store.root / "faiss"
         self.dir.mkdir(exist_ok=True)
+        self._forget_other_catalogs()
         self.use_gpu = (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0) if use_gpu is None else use_gpu
         self._gpu_copy = None
         self.index, self.max_seq, self.del_gen = self._load()
@@ -92,6 +93,20 @@ class CoarseIndex:
         self.sync()
 
     # ----- persistence
+    def _forget_other_catalogs(self) -> None:
+        """Index files built from another catalog (a recreated database, a data folder pointed at a new
+        one) name rows that are not this catalog's: they go, and the index is rebuilt from the catalog."""
+        marker, identity = self.dir / "catalog", self.store.catalog.identity()
+        if marker.is_file() and marker.read_text().strip() == identity:
+            return
+        if marker.is_file():
+            log.warning("%s was built for another catalog: rebuilding the coarse index", self.dir)
+            for old in self.dir.glob("coarse-*.index"):
+                old.unlink(missing_ok=True)
+        tmp = self.dir / f".catalog-{time.time_ns()}"
+        tmp.write_text(identity + "\n")
+        tmp.replace(marker)
+
     def _new_flat(self) -> faiss.Index:
         return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(self.dims, faiss.ScalarQuantizer.QT_fp16,
                                                             faiss.METRIC_INNER_PRODUCT))
@@ -147,7 +162,7 @@ class CoarseIndex:
         for seq, video_id in new:
             try:
                 feats = self.store.load_features(video_id)
-            except FileNotFoundError:  # deleted between the two queries; its deletion comes next sync
+            except KeyError:  # deleted between the two queries; its deletion comes next sync
                 continue
             batch_vecs.append(frame_descriptors(feats))
             batch_ids.append(pack_ids(seq, len(feats)))

@@ -30,6 +30,7 @@ from indexer.errors import InputError
 from indexer.prefetch import Prefetch
 from indexer.segments import align
 from indexer.settings import Settings, get_settings
+from indexer.backends import open_store
 from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space
@@ -220,7 +221,7 @@ class Engine:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.data, self.model_version)
+        return open_store(self.settings, self.data, self.model_version)
 
     @cached_property
     def coarse(self) -> CoarseIndex:
@@ -354,7 +355,7 @@ class Engine:
         with self.store.write_lock():
             again = self.store.by_sha256(decoding.sha256)
             if again and not force:  # another writer won the race
-                self.store.feature_path(video_id).unlink(missing_ok=True)
+                self.store.discard_features(video_id)
                 return IndexOutcome(again, created=False)
             info = emb.info
             record = self.store.commit_video(

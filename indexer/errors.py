@@ -18,6 +18,7 @@ class InputError(Exception):
         "no_store": 18,
         "storage_full": 19,
         "no_calibration": 20,
+        "backend_unavailable": 21,
     }
     #: exit status of a command where several files failed with different codes, or something unexpected broke
     MIXED = 1

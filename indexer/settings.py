@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     # --- store and engine
     data: Path = Field(Path("hapvr-data"), description="data directory: SQLite, features, FAISS index")
     cache_dir: Path = Field(Path.home() / ".cache" / "hapvr", description="ONNX export cache")
+    catalog: str = Field("", description="cluster mode: the catalog (video rows, model version, deletion log) as "
+                         "postgresql://user:password@host:5432/db; unset: SQLite in the data directory")
+    features: str = Field("", description="cluster mode: the feature store as s3://bucket/prefix; unset: files "
+                          "in the data directory")
+    s3_endpoint: str = Field("", description="S3 endpoint URL for a server other than AWS (MinIO, Ceph, moto); "
+                             "credentials come from the standard AWS variables")
+    feature_cache_mb: int = Field(512, ge=0, description="S3 feature store: features kept in memory for re-rank "
+                                  "reads (least recently used out first)")
     device: str = Field("auto", description="auto, cpu or cuda")
     sample_fps: float = Field(1.0, description="frames sampled per second of video (paper: 1)")
     min_frames: int = Field(8, description="short clips are sampled densely to reach this many frames")

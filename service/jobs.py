@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from service.limits import TokenBuckets
 
@@ -61,6 +61,40 @@ class Cancelled(Exception):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """What the API and the workers need of a job queue; `RedisQueue` (several processes and hosts) and
+    `LocalQueue` (one process, the embedded default) both provide it (tests/test_contracts.py)."""
+
+    @staticmethod
+    def transient(exc: BaseException) -> bool:
+        """Whether `exc` is the queue being briefly unreachable (retry) rather than a bug."""
+
+    def ping(self) -> bool: ...
+    def submit(self, job: Job) -> Job: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def update(self, job: Job, **fields: Any) -> Job:
+        """Set fields and publish the job; a final state wakes whoever waits on it."""
+    def cancel(self, job_id: str) -> Job | None:
+        """A queued job is cancelled at once; a running one at its worker's next progress report."""
+    def is_cancelled(self, job_id: str) -> bool: ...
+    def wait(self, job_id: str, timeout: float) -> Job | None:
+        """The job once it is final, or as it is when `timeout` passes."""
+    def next(self, worker: str, block_s: float = 1.0) -> tuple[str, Job] | None:
+        """The next job to run with its delivery entry, or None after `block_s`; RedisQueue delivers again a
+        job whose worker stopped calling `keepalive`."""
+    def keepalive(self, worker: str, entry: str) -> None: ...
+    def ack(self, entry: str) -> None: ...
+    def remember(self, key: str, value: dict, ttl_s: int = 86400) -> dict: ...
+    def recall(self, key: str) -> dict | None: ...
+    def forget(self, key: str) -> None: ...
+    def take_token(self, who: str, rate: float, burst: int) -> float: ...
+    def stats(self) -> dict[str, Any]: ...
+    def count_frames(self, n: int) -> None: ...
+    def heartbeat(self, worker: str, ttl_s: float = 15.0) -> None: ...
+    def workers_alive(self) -> int: ...
 
 
 class RedisQueue:
@@ -368,7 +402,7 @@ class LocalQueue:
         pass
 
 
-def make_queue(settings) -> RedisQueue | LocalQueue:
+def make_queue(settings) -> JobQueue:
     if settings.redis_url:
         return RedisQueue(settings.redis_url, settings.redis_prefix, settings.job_visibility_s)
     return LocalQueue()

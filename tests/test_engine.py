@@ -127,7 +127,7 @@ def test_delete_removes_row_features_and_faiss_entries(tmp_path):
     frames_before = eng.coarse.size
     assert eng.delete(a.id)
     assert eng.store.get(a.id) is None
-    assert not eng.store.feature_path(a.id).exists()
+    assert not eng.store.features.path(a.id).exists()
     assert eng.coarse.size == frames_before - a.frames
     assert not eng.delete(a.id)
     eng.save()
