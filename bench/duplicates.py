@@ -121,7 +121,7 @@ def forget_scans(data: Path) -> None:
     with sqlite3.connect(data / "store.sqlite") as db:
         db.execute("DELETE FROM pair_scans")
         db.execute("DELETE FROM pairs")
-    (data / Engine.DUPLICATES_FILE).unlink(missing_ok=True)
+        db.execute("DELETE FROM documents")
 
 
 def correctness(result: dict, groups: list[set[str]]) -> str:

@@ -2,8 +2,8 @@
 in the data folder) and PostgreSQL (indexer/catalog_postgres.py, cluster mode).
 
 Tables: `info` (model version, catalog identity), `videos` (one row per committed video), `deletions` (the
-log the vector index catches up from), and the duplicate-set scans, `pair_scans` and `pairs`
-(indexer/duplicates.py). Statements are written with `?` placeholders; a dialect says how to run them.
+log the vector index catches up from), the duplicate-set scans, `pair_scans` and `pairs`
+(indexer/duplicates.py), and `documents`, results every process serves (the last duplicate sets). Statements are written with `?` placeholders; a dialect says how to run them.
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS pair_scans (seq BIGINT PRIMARY KEY, model TEXT NOT NU
 CREATE TABLE IF NOT EXISTS pairs (
     a BIGINT NOT NULL, b BIGINT NOT NULL, confidence DOUBLE PRECISION NOT NULL, segments TEXT NOT NULL,
     PRIMARY KEY (a, b)
-)
+);
+CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)
 """
 
 COLUMNS = ("seq", "id", "source", "external_id", "sha256", "duration", "fps", "width", "height", "codec",
@@ -256,6 +257,16 @@ class SqlCatalog:
 
     def total_duration(self) -> float:
         return float(self._one("SELECT COALESCE(SUM(duration), 0) FROM videos")[0])
+
+    # ----- documents
+    def put_document(self, name: str, body: str) -> None:
+        """Replace the document `name` (one statement: readers see the old body or the new one)."""
+        self._rows("INSERT INTO documents (name, body, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                   "SET body=excluded.body, updated=excluded.updated", (name, body, time.time()))
+
+    def get_document(self, name: str) -> str | None:
+        row = self._one("SELECT body FROM documents WHERE name=?", (name,))
+        return row[0] if row else None
 
     # ----- duplicate-set scans (indexer/duplicates.py)
     def unscanned(self, model: str) -> list[int]:

@@ -93,7 +93,7 @@ class PostgresCatalog(SqlCatalog):
 
     def size_bytes(self) -> int:
         rows = self._rows("SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                          "WHERE c.relname IN ('info', 'videos', 'deletions', 'pair_scans', 'pairs') "
+                          "WHERE c.relname IN ('info', 'videos', 'deletions', 'pair_scans', 'pairs', 'documents') "
                           "AND c.relkind = 'r'")
         return int(rows[0][0])
 

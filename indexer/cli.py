@@ -228,6 +228,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    done = _engine(args).repair(min_age_s=args.min_age)
+    print(f"{done['videos']} videos; {done['orphan_features_removed']} orphan feature arrays removed; "
+          f"coarse index: {done['coarse_changes']} changes caught up")
+    return 0
+
+
 def _sampled_frames(files: list[Path], fps: float, size_for, quiet: bool) -> Iterator:
     """Frames of each file, one decoded batch at a time, for learning an encoder asset (PCA, int8
     ranges): short clips sampled densely, unreadable files skipped with one line each."""
@@ -344,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("repair", help="after a crash: remove features no video row names, bring the coarse "
+                                      "index up to date with the catalog")
+    data_arg(p)
+    p.add_argument("--min-age", type=float, default=600.0, metavar="SECONDS",
+                   help="only remove orphan features at least this old (younger ones may be about to commit)")
+    p.set_defaults(func=cmd_repair)
 
     from indexer.train_cli import add_arguments, run
 

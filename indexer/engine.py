@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -379,6 +378,17 @@ class Engine:
             progress("indexing", 1.0)
         return IndexOutcome(record, created=True, timings_ms=timings)
 
+    def repair(self, min_age_s: float = 600.0) -> dict[str, int]:
+        """Bring the three stores back in line after a crash (run by every worker at start and by
+        `hapvr repair`): features no catalog row names are removed once older than `min_age_s` (younger ones
+        may belong to an indexing that is about to commit), and the coarse index catches up with the
+        catalog's rows and deletions. Nothing committed is lost or duplicated: the catalog is the truth."""
+        orphans = self.store.remove_orphans(min_age_s=min_age_s)
+        with self._lock:
+            caught_up = self.coarse.sync()
+            self.coarse.save()
+        return {"orphan_features_removed": orphans, "coarse_changes": caught_up, "videos": self.store.count()}
+
     def delete(self, video_id: str) -> bool:
         deleted = self.store.delete(video_id)
         if deleted:
@@ -551,7 +561,7 @@ class Engine:
         return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}
 
     # ----- duplicate sets of the whole collection
-    DUPLICATES_FILE = "duplicates.json"
+    DUPLICATES_DOCUMENT = "duplicates"
 
     def duplicates(self, min_confidence: float = 0.5, progress: Progress | None = None) -> dict:
         """Group the whole collection into duplicate sets (indexer/duplicates.py).
@@ -559,7 +569,7 @@ class Engine:
         Scans the videos not scanned yet (each one's stored features search the collection; its top
         HAPVR_DUPLICATE_NEIGHBOURS pairs are stored with the scan, one transaction per video, so a killed
         job resumes where it stopped), then groups the stored pairs by average linkage at
-        `min_confidence`. The result is also written to the data folder (`last_duplicates`).
+        `min_confidence`. The result is also kept in the catalog (`last_duplicates`).
         """
         if self.calibration is None:
             raise InputError("no_calibration", "duplicate sets need the calibrated confidence, and no confidence "
@@ -594,15 +604,13 @@ class Engine:
         result.update({"videos": self.store.count(), "scanned_now": len(todo), "pairs_scored": len(pairs),
                        "neighbours": neighbours, "model": model,
                        "elapsed_s": round(time.perf_counter() - start, 3), "created": time.time()})
-        tmp = self.data / f"{self.DUPLICATES_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(result))
-        tmp.replace(self.data / self.DUPLICATES_FILE)
+        self.store.put_document(self.DUPLICATES_DOCUMENT, json.dumps(result))
         return result
 
     def last_duplicates(self) -> dict | None:
-        """The last `duplicates` result written to the data folder, or None."""
-        path = self.data / self.DUPLICATES_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        """The last `duplicates` result, kept in the catalog (every API process serves it), or None."""
+        body = self.store.get_document(self.DUPLICATES_DOCUMENT)
+        return json.loads(body) if body is not None else None
 
     def frame_matrix(self, query: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         """The plain-cosine frame-to-frame matrix S^F of a query view and a target's stored features: what

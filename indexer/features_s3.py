@@ -93,12 +93,18 @@ class S3Features:
         for page in pages:
             yield from page.get("Contents", ())
 
+    def _name(self, key: str) -> str | None:
+        """The video id an object key holds features of; None for other objects under the prefix (the
+        uploads/ of service/staging.py)."""
+        name = key[len(self.prefix) + 1 :] if self.prefix else key
+        return name[: -len(".npy")] if name.endswith(".npy") and "/" not in name else None
+
     def list(self) -> Iterator[tuple[str, float]]:
         now = datetime.now(timezone.utc)
         for obj in self._objects():
-            name = obj["Key"].rsplit("/", 1)[-1]
-            if name.endswith(".npy"):
-                yield name[: -len(".npy")], (now - obj["LastModified"]).total_seconds()
+            name = self._name(obj["Key"])
+            if name is not None:
+                yield name, (now - obj["LastModified"]).total_seconds()
 
     def size(self) -> int:
-        return sum(obj["Size"] for obj in self._objects())
+        return sum(obj["Size"] for obj in self._objects() if self._name(obj["Key"]) is not None)

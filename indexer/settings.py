@@ -25,6 +25,8 @@ class Settings(BaseSettings):
                          "postgresql://user:password@host:5432/db; unset: SQLite in the data directory")
     features: str = Field("", description="cluster mode: the feature store as s3://bucket/prefix; unset: files "
                           "in the data directory")
+    uploads: str = Field("", description="cluster mode: where uploads wait for a worker, as s3://bucket/prefix; "
+                         "unset: uploads/ under an S3 HAPVR_FEATURES prefix, else the data directory")
     s3_endpoint: str = Field("", description="S3 endpoint URL for a server other than AWS (MinIO, Ceph, moto); "
                              "credentials come from the standard AWS variables")
     feature_cache_mb: int = Field(512, ge=0, description="S3 feature store: features kept in memory for re-rank "

@@ -3,8 +3,8 @@ that keeps a collection consistent whatever process crashes where.
 
 Embedded default, everything under the data directory:
 
-    store.sqlite            the catalog (indexer/catalog.py): videos, deletions, model version, and the
-                            duplicate-set scans (indexer/duplicates.py)
+    store.sqlite            the catalog (indexer/catalog.py): videos, deletions, model version, the
+                            duplicate-set scans (indexer/duplicates.py) and the last duplicate sets
     features/<id>.npy       the feature store (indexer/features.py): T x 9 x 512 fp16, the similarity
                             network's index_video output
     faiss/                  the coarse index (derived; see indexer/coarse.py)
@@ -169,6 +169,12 @@ class Store:
 
     def scanned_pairs(self) -> tuple[list[tuple[int, int, float, list[dict]]], set[int], set[int]]:
         return self.catalog.scanned_pairs()
+
+    def put_document(self, name: str, body: str) -> None:
+        self.catalog.put_document(name, body)
+
+    def get_document(self, name: str) -> str | None:
+        return self.catalog.get_document(name)
 
     # ----- upkeep
     def sizes(self) -> dict[str, int]:

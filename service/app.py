@@ -22,6 +22,7 @@ from service.jobs import LocalQueue, make_queue
 from service.limits import BodyLimit, body_limit
 from service.metrics import Metrics
 from service.routes import duplicates, health, index, jobs, query, videos
+from service.staging import make_staging
 from service.uploads import sweep_partial
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     queue = make_queue(settings)
     engine = Engine(settings)
     keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
-    ctx = Context(settings=settings, queue=queue, engine=engine, metrics=Metrics(queue, engine), keys=keys)
+    staging = make_staging(settings)
+    ctx = Context(settings=settings, queue=queue, engine=engine, metrics=Metrics(queue, engine), keys=keys,
+                  staging=staging)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -48,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from service.worker import Worker
 
             for i in range(settings.local_workers):
-                worker = Worker(queue, engine, name=f"local-{i}")
+                worker = Worker(queue, engine, name=f"local-{i}", staging=staging)
                 threading.Thread(target=worker.run_forever, name=worker.name, daemon=True).start()
                 app.state.workers.append(worker)
         yield

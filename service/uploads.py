@@ -113,10 +113,3 @@ def sweep_partial(folder: Path, min_age_s: float = 2.0) -> int:
     if removed:
         log.info("removed %d partial upload(s) left by a process that died mid-upload", removed)
     return removed
-
-
-def discard_upload(payload: dict) -> None:
-    """Remove a job's uploaded file, if it has one (its job ended or was cancelled)."""
-    upload = payload.get("upload")
-    if upload:
-        Path(upload).unlink(missing_ok=True)

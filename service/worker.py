@@ -21,14 +21,16 @@ from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.settings import Settings
 from service.jobs import Cancelled, Job, LocalQueue, RedisQueue, make_queue
-from service.uploads import discard_upload
+from service.staging import SharedFolder, Staging, make_staging
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, queue: RedisQueue | LocalQueue, engine: Engine, name: str | None = None):
+    def __init__(self, queue: RedisQueue | LocalQueue, engine: Engine, name: str | None = None,
+                 staging: Staging | None = None):
         self.queue = queue
+        self.staging = staging or SharedFolder()
         self.engine = engine
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 10000}"
         self.stop = threading.Event()
@@ -58,7 +60,7 @@ class Worker:
         if q.is_cancelled(job.id):
             q.update(job, state="cancelled", stage="cancelled")
             q.ack(entry)
-            discard_upload(job.payload)
+            self.staging.discard(job.payload)
             return
         log.info("worker %s: job %s (%s), attempt %d", self.name, job.id, job.kind, job.attempts + 1)
         q.update(job, state="running", stage="decoding", progress=0.0, attempts=job.attempts + 1)
@@ -110,7 +112,7 @@ class Worker:
             renew.set()
             keeper.join(timeout=5)
         if self._finish(entry, job, final):
-            discard_upload(job.payload)
+            self.staging.discard(job.payload)
 
     def _finish(self, entry: str, job: Job, final: dict, patience_s: float = 120.0) -> bool:
         """Record the outcome, then acknowledge the entry, retrying while Redis is away. Given up after
@@ -131,8 +133,10 @@ class Worker:
 
     def _run(self, job: Job, progress) -> tuple[dict, dict]:
         p = job.payload
+        # an upload is fetched from where it waits (service/staging.py); a server-side import is read in place
+        path = self.staging.fetch(p["upload"]) if p.get("upload") else Path(p["path"]) if p.get("path") else None
         if job.kind == "index":
-            outcome = self.engine.index(Path(p["path"]), external_id=p.get("external_id"),
+            outcome = self.engine.index(path, external_id=p.get("external_id"),
                                         metadata=p.get("metadata"), force=p.get("force", False), progress=progress)
             if outcome.created:
                 try:
@@ -147,7 +151,7 @@ class Worker:
                 result = self.engine.query_by_id(p["video_id"], top_k=p.get("top_k"), min_score=p.get("min_score"),
                                                  min_confidence=p.get("min_confidence"))
             else:
-                result = self.engine.query(Path(p["path"]), top_k=p.get("top_k"), min_score=p.get("min_score"),
+                result = self.engine.query(path, top_k=p.get("top_k"), min_score=p.get("min_score"),
                                            label=p.get("label"), min_confidence=p.get("min_confidence"))
             return result, result.get("timings_ms", {})
         if job.kind == "duplicates":
@@ -166,14 +170,15 @@ def main() -> None:
         raise SystemExit("hapvr worker: HAPVR_REDIS_URL is not set (without Redis the API runs its own workers)")
     engine = Engine(settings)
     engine.encoder, engine.network, engine.coarse  # load everything before taking jobs
-    engine.store.remove_orphans()
+    engine.repair()
     jobs = max(1, settings.worker_jobs)
     if jobs > 1:  # several jobs at once: their frames share encoder batches
         from indexer.batching import FrameBatcher
 
         engine.batcher = FrameBatcher(engine.encoder.encode, max_batch=settings.encode_batch * 2)
     base = f"{socket.gethostname()}-{os.getpid()}"
-    workers = [Worker(make_queue(settings), engine, name=f"{base}-{i}") for i in range(jobs)]
+    staging = make_staging(settings)
+    workers = [Worker(make_queue(settings), engine, name=f"{base}-{i}", staging=staging) for i in range(jobs)]
     signal.signal(signal.SIGTERM, lambda *_: [w.stop.set() for w in workers])
     threads = [threading.Thread(target=w.run_forever, name=w.name) for w in workers]
     try:

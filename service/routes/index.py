@@ -16,7 +16,7 @@ from service.context import AUTH, Context, Ctx
 from service.errors import ERRORS, ApiError
 from service.jobs import Job, new_job_id
 from service.routes.intake import validate
-from service.uploads import UploadRejected, discard_upload, save_upload
+from service.uploads import UploadRejected, save_upload
 
 router = APIRouter()
 
@@ -36,26 +36,33 @@ def submit_index(ctx: Context, sha: str | None, payload: dict) -> Job:
     """Queue an index job, unless the file is indexed already (a finished job says so) or the same file is
     being indexed by another job (that job is shared)."""
     queue, engine = ctx.queue, ctx.engine
+
+    def queued(job_id: str) -> Job:  # the upload goes where any worker can read it only when a job will run
+        ready = dict(payload)
+        if payload.get("upload"):
+            ready["path"] = ready["upload"] = ctx.staging.publish(Path(payload["upload"]))
+        return queue.submit(Job(id=job_id, kind="index", payload=ready))
+
     if sha and not payload.get("force"):
         existing = engine.video_by_sha256(sha)
         if existing is not None:  # already indexed: a finished job, nothing to run
-            discard_upload(payload)
+            ctx.staging.discard(payload)
             return queue.submit(_done(payload, existing))
         memo = f"sha:{sha}"
         claimed = queue.remember(memo, {"job_id": new_job_id()}, ttl_s=3600)
         job = queue.get(claimed["job_id"])
         if job is None:  # ours: the first upload of this file
-            return queue.submit(Job(id=claimed["job_id"], kind="index", payload=payload))
+            return queued(claimed["job_id"])
         live = job.state in ("queued", "running")
         # a done job whose video was deleted since, or a failed or cancelled one, is no answer for a new upload
         if live or (job.state == "done" and engine.video(job.result["video_id"]) is not None):
-            discard_upload(payload)
+            ctx.staging.discard(payload)
             return job
         queue.forget(memo)
-        fresh = queue.submit(Job(id=new_job_id(), kind="index", payload=payload))
+        fresh = queued(new_job_id())
         queue.remember(memo, {"job_id": fresh.id}, ttl_s=3600)
         return fresh
-    return queue.submit(Job(id=new_job_id(), kind="index", payload=payload))
+    return queued(new_job_id())
 
 
 def _ref(job: Job, filename: str | None) -> dict:

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 from service import schemas
 from service.context import AUTH, Ctx
 from service.errors import ERRORS, ApiError
-from service.uploads import discard_upload
 
 router = APIRouter()
 
@@ -27,5 +26,5 @@ def cancel_job(job_id: str, ctx: Ctx):
     if job is None:
         raise ApiError(404, "not_found", f"job_id: no job {job_id}")
     if job.state == "cancelled":
-        discard_upload(job.payload)
+        ctx.staging.discard(job.payload)
     return job.__dict__ | {"payload": None}

@@ -49,7 +49,8 @@ async def query(request: Request, ctx: Ctx, async_: Annotated[bool, Query(alias=
         except UploadRejected as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
         await run_in_threadpool(validate, ctx, saved.path, saved.filename)
-        payload = {"path": str(saved.path), "upload": str(saved.path), "label": saved.filename,
+        ref = await run_in_threadpool(ctx.staging.publish, saved.path)
+        payload = {"path": ref, "upload": ref, "label": saved.filename,
                    "top_k": top_k, "min_score": min_score, "min_confidence": min_confidence}
     elif ctype.startswith("application/json"):
         body = await read_json(request, schemas.QueryById)
