@@ -278,3 +278,10 @@ def decode_all(path: str | Path, **kwargs) -> FrameBatch:
     """Convenience for tests and small clips: every sampled frame in one batch."""
     batches = list(iter_frames(path, **kwargs))
     return FrameBatch(np.concatenate([b.timestamps for b in batches]), np.concatenate([b.frames for b in batches]))
+
+
+def training_frames(path: Path, fps: float = 1.0) -> np.ndarray:
+    """Every frame `hapvr train` samples from `path` (short clips densely), at 256 x 256: the input of the
+    training cache (`model.train.build_cache`, which leaves decoding to its caller)."""
+    return np.concatenate([b.frames for b in iter_frames(path, fps=fps, min_frames=16,
+                                                         size_for=lambda w, h: (256, 256))])

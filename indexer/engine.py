@@ -378,6 +378,10 @@ class Engine:
             progress("indexing", 1.0)
         return IndexOutcome(record, created=True, timings_ms=timings)
 
+    def warm_up(self) -> None:
+        """Load the encoder, the similarity network and the coarse index now rather than on the first job."""
+        self.encoder, self.network, self.coarse  # noqa: B018 - cached properties, loaded by reading them
+
     def repair(self, min_age_s: float = 600.0) -> dict[str, int]:
         """Bring the three stores back in line after a crash (run by every worker at start and by
         `hapvr repair`): features no catalog row names are removed once older than `min_age_s` (younger ones

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from model.checkpoint import save_similarity
     from model.encoder import FrameEncoder
     from model.similarity import HEADS
+    from indexer.decode import training_frames
+    from indexer.errors import InputError
     from model.train import FeatureCache, build_cache, train
 
     config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig()) if hasattr(args, k)})
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     videos = list(expand_paths(args.videos))
     cache_dir = work / (f"cache-{encoder.version.replace(':', '_')}-seed{config.seed}-k{config.strong_views}"
                         f"-{config.teacher}")
-    files = build_cache(videos, encoder, cache_dir, config)
+    files = build_cache(videos, encoder, cache_dir, config, read=training_frames, unreadable=(InputError,))
     if len(files) < 2:
         print("hapvr train: need at least two decodable videos", flush=True)
         return 2

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,12 +37,16 @@ log = logging.getLogger(__name__)
 
 
 # ----- cache
-def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, fps: float = 1.0) -> list[Path]:
-    """Encode one weak and `strong_views` strong pixel views of every video (skipped when cached)."""
-    from tqdm import tqdm
+def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig,
+                read: Callable[[Path, float], np.ndarray], unreadable: tuple[type[Exception], ...] = (OSError,),
+                fps: float = 1.0) -> list[Path]:
+    """Encode one weak and `strong_views` strong pixel views of every video (skipped when cached).
 
-    from indexer.decode import iter_frames
-    from indexer.errors import InputError
+    `read(path, fps)` gives a video's sampled frames (N x 256 x 256 x 3 uint8; `indexer.decode.training_frames`
+    for `hapvr train`): decoding is the caller's, so that model/ stays below the indexer. A video whose
+    `read` raises one of `unreadable` is skipped with a warning.
+    """
+    from tqdm import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
     dino = None
@@ -64,8 +69,7 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
 
     @functools.lru_cache(maxsize=4)  # the ViV pass decodes each video a few times; keep a few decoded
     def decode(path: Path) -> np.ndarray:
-        return np.concatenate([b.frames for b in iter_frames(path, fps=fps, min_frames=16,
-                                                             size_for=lambda w, h: (256, 256))])
+        return read(path, fps)
 
     out, sources = [], []
     for i, path in enumerate(tqdm(videos, desc="cache views", unit="video")):
@@ -73,8 +77,8 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
         if not target.exists():
             try:
                 frames = decode(path)
-            except InputError as exc:
-                log.warning("skipping %s: %s", path, exc.message)
+            except unreadable as exc:
+                log.warning("skipping %s: %s", path, exc)
                 continue
             rng = np.random.default_rng([config.seed, i])
             pixels = [pixel_view(frames, rng, strong=False)]
@@ -97,7 +101,7 @@ def build_cache(videos: list[Path], encoder, folder: Path, config: TrainConfig, 
                 j = int(rng.choice([k for k in range(len(out)) if k != i]))
                 try:
                     host, inset = decode(path), decode(sources[j])
-                except (InputError, OSError) as exc:  # a source changed since its views were cached
+                except (*unreadable, OSError) as exc:  # a source changed since its views were cached
                     log.warning("no ViV view for %s: %s", path, exc)
                     continue
                 pixels = pixel_video_in_video(pixel_view(host, rng, strong=True),

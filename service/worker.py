@@ -169,7 +169,7 @@ def main() -> None:
     if not settings.redis_url:
         raise SystemExit("hapvr worker: HAPVR_REDIS_URL is not set (without Redis the API runs its own workers)")
     engine = Engine(settings)
-    engine.encoder, engine.network, engine.coarse  # load everything before taking jobs
+    engine.warm_up()  # load everything before taking jobs
     engine.repair()
     jobs = max(1, settings.worker_jobs)
     if jobs > 1:  # several jobs at once: their frames share encoder batches

@@ -9,6 +9,7 @@ import torch
 
 from model.augment import pixel_video_in_video, pixel_view, temporal_indices
 from model.checkpoint import load_similarity, save_similarity
+from indexer.decode import training_frames
 from model.train import FeatureCache, TrainConfig, build_cache, make_batch, make_loss, train
 from model.teacher import backbone_teacher
 from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, PEOPLE, clip
@@ -20,7 +21,7 @@ CLIPS = [BOTTLE, CAR, BIKES, ASL, CLASSROOM, PEOPLE]
 def small(tmp_path_factory, encoder):
     config = TrainConfig(window=8, batch=4, steps=16, lr=1e-3, warmup=2, strong_views=2, save_every=4, seed=3)
     folder = tmp_path_factory.mktemp("cache")
-    files = build_cache([clip(n) for n in CLIPS], encoder, folder, config)
+    files = build_cache([clip(n) for n in CLIPS], encoder, folder, config, read=training_frames)
     return config, FeatureCache(files, config.viv_views), folder
 
 
@@ -158,7 +159,7 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     torch.save({"teacher": state | {"module.head.last_layer.weight": torch.zeros(4, 4)}}, weights)
     config = TrainConfig(window=8, batch=2, steps=2, strong_views=1, teacher="dino", dino_weights=str(weights),
                          warmup=1)
-    files = build_cache([clip(ASL), clip(CLASSROOM)], encoder, tmp_path / "c", config)
+    files = build_cache([clip(ASL), clip(CLASSROOM)], encoder, tmp_path / "c", config, read=training_frames)
     cache = FeatureCache(files, config.viv_views)
     clips, labels, teacher = make_batch(cache, config, 0)
     assert teacher.shape == (4, 8, 384)
@@ -167,7 +168,7 @@ def test_dino_teacher_from_user_weights(tmp_path, encoder):
     assert "frame_ap" in json.loads((tmp_path / "l.jsonl").read_text().splitlines()[-1])
     with pytest.raises(ValueError, match="dino-weights"):
         build_cache([clip(ASL)], encoder, tmp_path / "d",
-                    TrainConfig(teacher="dino", strong_views=1))
+                    TrainConfig(teacher="dino", strong_views=1), read=training_frames)
 
 
 def test_pixel_video_in_video_pastes_the_inset_clip_and_nothing_else():
