@@ -3,6 +3,8 @@
     HAPVR_CATALOG    unset: SQLite in HAPVR_DATA; postgresql://user:password@host:5432/db
     HAPVR_FEATURES   unset: files in HAPVR_DATA/features; s3://bucket/prefix (HAPVR_S3_ENDPOINT for a
                      server other than AWS; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)
+    HAPVR_VECTORS    unset: FAISS in HAPVR_DATA/faiss; milvus://host:19530/collection, or a file path for
+                     milvus-lite (one process)
 
 A backend that cannot be reached or is misconfigured fails here, when the store opens, with one line
 (InputError `backend_unavailable`), never half-way through a job.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexer.contracts import Catalog, FeatureStore
+from indexer.contracts import Catalog, FeatureStore, VectorIndex
 from indexer.errors import InputError
 from indexer.store import Store
 
@@ -40,6 +42,20 @@ def open_features(url: str, data: Path, s3_endpoint: str | None = None, cache_mb
         return S3Features(url, endpoint=s3_endpoint, cache_bytes=cache_mb << 20)
     raise InputError("backend_unavailable", f"HAPVR_FEATURES={url!r}: expected an s3://bucket/prefix URL or "
                                             "nothing (files in the data folder)")
+
+
+def open_vectors(settings, store: Store) -> VectorIndex:
+    """The coarse stage's index: FAISS in the data folder, or Milvus (a milvus:// URL, or a file path for
+    milvus-lite). A collection of another dimension fails here."""
+    dims = settings.encoder_config().dims
+    url = settings.vectors
+    if not url:
+        from indexer.coarse import CoarseIndex
+
+        return CoarseIndex(store, dims=dims, ivf_threshold=settings.ivf_threshold, nprobe=settings.nprobe)
+    from indexer.vectors_milvus import MilvusIndex
+
+    return MilvusIndex(url, store, dims=dims)
 
 
 def open_store(settings, data: Path, model_version: str | None) -> Store:

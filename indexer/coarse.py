@@ -154,7 +154,7 @@ class CoarseIndex:
         for seq in removed:
             if seq <= self.max_seq:
                 lo = seq << FRAME_BITS
-                changed += self.index.remove_ids(faiss.IDSelectorRange(lo, lo + FRAME_MASK + 1))
+                changed += self.index.remove_ids(faiss.IDSelectorRange(lo, lo + FRAME_MASK + 1)) > 0
         self.del_gen = gen
         new = self.store.seqs_after(self.max_seq)
         batch_vecs: list[np.ndarray] = []
@@ -227,3 +227,7 @@ class CoarseIndex:
     @property
     def size(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def kind(self) -> str:
+        return "ivf-sq8" if self.is_ivf else "flat-fp16"

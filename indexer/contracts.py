@@ -8,8 +8,9 @@ Three stores hold a collection, and one of them is the truth:
   mode.
 * the **feature store** (`FeatureStore`): one immutable T x R x D fp16 array per video id. Files in the
   data folder by default (memory-mapped); S3-compatible object storage in cluster mode.
-* the **vector index** of the coarse stage (indexer/coarse.py): derived from the other two, it catches up
-  with the catalog's rows and deletion log, so it can be rebuilt or lag without losing anything.
+* the **vector index** of the coarse stage (`VectorIndex`: FAISS in the data folder by default, Milvus in
+  cluster mode): derived from the other two, it catches up with the catalog's rows and deletion log, so it
+  can be rebuilt or lag without losing anything.
 
 The order of writes keeps them consistent: features are put (durably) before the row commits, the vector
 index follows the catalog; a delete removes the row (logging it) before the features. A crash leaves at most
@@ -52,6 +53,28 @@ class FeatureStore(Protocol):
 
     def size(self) -> int:
         """Bytes stored."""
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """The coarse stage: one descriptor per sampled frame, ids packing (video seq, frame index). Derived from
+    the catalog and the features: FAISS files in the data folder (indexer/coarse.py, the default) or Milvus
+    (indexer/vectors_milvus.py)."""
+
+    #: what the index is, for `hapvr info` ("flat-fp16", "ivf-sq8", "milvus (autoindex)", ...)
+    kind: str
+    #: frames held
+    size: int
+
+    def sync(self) -> int:
+        """Apply the catalog's deletions and add the rows committed since the last catch-up; returns how
+        many videos changed."""
+
+    def search(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tq x D frame descriptors -> (scores, video seqs, frame indices), each Tq x k' (seq -1: none)."""
+
+    def save(self) -> None:
+        """Persist what is not persisted yet (cheap when nothing changed)."""
 
 
 @runtime_checkable

@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from indexer import confidence as conf
 from indexer import duplicates as dup
 from indexer import failpoints
-from indexer.coarse import CoarseIndex, frame_descriptors
+from indexer.coarse import frame_descriptors
+from indexer.contracts import VectorIndex
 from indexer.decode import VideoInfo, iter_frames, probe
 from indexer.errors import InputError
 from indexer.prefetch import Prefetch
 from indexer.segments import align
 from indexer.settings import Settings, get_settings
-from indexer.backends import open_store
+from indexer.backends import open_store, open_vectors
 from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space
@@ -223,9 +224,8 @@ class Engine:
         return open_store(self.settings, self.data, self.model_version)
 
     @cached_property
-    def coarse(self) -> CoarseIndex:
-        s = self.settings
-        return CoarseIndex(self.store, dims=s.encoder_config().dims, ivf_threshold=s.ivf_threshold, nprobe=s.nprobe)
+    def coarse(self) -> VectorIndex:
+        return open_vectors(self.settings, self.store)
 
     # ----- embedding
     def start_decoding(self, path: str | Path, sha256: str | None = None,
@@ -667,7 +667,7 @@ class Engine:
         store = self.store
         with self._lock:
             self.coarse.sync()
-            coarse_kind = "ivf-sq8" if self.coarse.is_ivf else "flat-fp16"
+            coarse_kind = self.coarse.kind
             frames = self.coarse.size
         faiss_bytes = sum(p.stat().st_size for p in (self.data / "faiss").glob("*.index"))
         total_duration = store.total_duration()

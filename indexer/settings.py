@@ -25,6 +25,9 @@ class Settings(BaseSettings):
                          "postgresql://user:password@host:5432/db; unset: SQLite in the data directory")
     features: str = Field("", description="cluster mode: the feature store as s3://bucket/prefix; unset: files "
                           "in the data directory")
+    vectors: str = Field("", description="cluster mode: the coarse stage's vector index as "
+                         "milvus://host:19530/collection, or a file path for milvus-lite (one process); unset: FAISS "
+                         "in the data directory")
     uploads: str = Field("", description="cluster mode: where uploads wait for a worker, as s3://bucket/prefix; "
                          "unset: uploads/ under an S3 HAPVR_FEATURES prefix, else the data directory")
     s3_endpoint: str = Field("", description="S3 endpoint URL for a server other than AWS (MinIO, Ceph, moto); "

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,3 +368,90 @@ def test_a_missing_bucket_fails_at_start_with_one_line(tmp_path, s3, pg_url):
 
     with psycopg.connect(pg_url) as conn:  # nothing was created in the catalog
         assert conn.execute("SELECT to_regclass('videos')").fetchone()[0] is None
+
+
+# ----- vector index (the coarse stage)
+@pytest.fixture(params=["faiss", "milvus-lite"])
+def vectors_factory(request, tmp_path):
+    """Opens the vector index under test over an embedded store, as a process would on start."""
+    from indexer.backends import open_vectors
+    from indexer.store import Store
+
+    store = Store(tmp_path / "data", MODEL)
+    url = "" if request.param == "faiss" else str(tmp_path / "vectors.db")
+
+    def make(dims=64):
+        settings = make_settings(tmp_path / "data").model_copy(update={"vectors": url})
+        settings_dims = settings.model_copy()
+        return open_vectors(_with_dims(settings_dims, dims), store)
+    return store, make
+
+
+def _with_dims(settings, dims):
+    """Settings whose encoder config reports `dims` (the contract runs on small synthetic descriptors)."""
+    import dataclasses
+
+    class Small(type(settings)):
+        def encoder_config(self):
+            return dataclasses.replace(super().encoder_config(), dims=dims)
+    return Small(**settings.model_dump())
+
+
+def put_video(store, rng, frames: int, dims: int = 64) -> tuple[int, np.ndarray]:
+    feats = rng.standard_normal((frames, 9, dims)).astype(np.float16)
+    video_id = store.write_features(feats)
+    with store.write_lock():
+        record = store.commit_video(video_id, source=f"{video_id}.mp4", external_id=None, sha256=video_id * 4,
+                                    duration=frames, fps=1.0, width=64, height=64, codec="h264",
+                                    timestamps=np.arange(frames, dtype=np.float32))
+    return record.seq, feats
+
+
+def test_vector_index_finds_deletes_and_persists(vectors_factory):
+    from indexer.coarse import frame_descriptors
+
+    store, make = vectors_factory
+    rng = np.random.default_rng(1)
+    index = make()
+    assert index.size == 0 and isinstance(index.kind, str)
+    empty = index.search(rng.standard_normal((2, 64)).astype(np.float32), 5)
+    assert all(a.shape[0] == 2 for a in empty)
+    videos = dict(put_video(store, rng, frames) for frames in (4, 6, 5))
+    assert index.sync() == 3 and index.size == 15
+    assert index.sync() == 0  # caught up: nothing twice
+    seq = sorted(videos)[1]
+    query = frame_descriptors(videos[seq])[[2, 4]]
+    scores, seqs, frames = index.search(query, 3)
+    assert seqs[:, 0].tolist() == [seq, seq] and frames[:, 0].tolist() == [2, 4]
+    assert np.all(scores[:, 0] > 0.99) and np.all(np.diff(scores, axis=1) <= 1e-6)
+    index.save()
+    store.delete(store.by_seqs([seq])[seq].id)
+    assert index.sync() == 1 and index.size == 9
+    assert seq not in index.search(query, 9)[1]
+    reopened = make()  # what it caught up to persists: it adds nothing again, and misses nothing new
+    put_video(store, rng, 3)
+    assert reopened.sync() == 1 and reopened.size == 12
+
+
+def test_milvus_refuses_a_collection_of_another_dimension(tmp_path):
+    from indexer.backends import open_vectors
+    from indexer.store import Store
+
+    store = Store(tmp_path / "data", MODEL)
+    settings = make_settings(tmp_path / "data").model_copy(update={"vectors": str(tmp_path / "v.db")})
+    open_vectors(_with_dims(settings, 64), store).sync()
+    with pytest.raises(InputError) as err:
+        open_vectors(_with_dims(settings, 32), store)
+    assert err.value.code == "backend_unavailable"
+    assert "64-dimensional" in err.value.message and "32" in err.value.message
+
+
+def test_the_engine_on_milvus_lite_answers_like_the_embedded_default(embedded, tmp_path):
+    engine = Engine(make_settings(tmp_path / "data").model_copy(update={"vectors": str(tmp_path / "vectors.db")}))
+    assert all(o.created for _, o in engine.index_many([clip(n) for n in FILES]))
+    assert engine.coarse.kind.startswith("milvus") and engine.coarse.size == embedded.coarse.size
+    for name in (BIKES, BOTTLE_PREVIEW, CAR):
+        want = embedded.query(clip(name), top_k=5)["results"]
+        got = engine.query(clip(name), top_k=5)["results"]
+        assert [Path(r["source"]).name for r in got] == [Path(r["source"]).name for r in want]
+        assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(got, want) if a["score"] is not None)
