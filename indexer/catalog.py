@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from indexer.errors import InputError
+from model.encoder_config import compatible_version
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def incompatible(location: str, stored: str, wanted: str) -> InputError:
     return InputError(
         "incompatible_store",
         f"{location} holds features of model {stored}, this engine computes {wanted}; "
-        "set the settings it was indexed with (HAPVR_FRAME_SIZE, HAPVR_ENCODER_PRECISION, HAPVR_PCA_PATH, "
-        "HAPVR_CHECKPOINT), use another --data directory, or re-index",
+        "set the settings it was indexed with (HAPVR_FRAME_SIZE, HAPVR_RESIZE_MODE, HAPVR_PCA_PATH, HAPVR_BACKBONE, "
+        "HAPVR_CHECKPOINT; the encoder's precision may differ), use another --data directory, or re-index",
     )
 
 
@@ -165,7 +166,7 @@ class SqlCatalog:
                     self.model_version = stored or ""
                 elif stored is None:
                     self._execute("INSERT INTO info VALUES ('model_version', ?)", (self.model_version,))
-                elif stored != self.model_version:
+                elif compatible_version(stored) != compatible_version(self.model_version):
                     raise incompatible(self.location, stored, self.model_version)
 
     def _create_schema(self) -> None:

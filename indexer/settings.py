@@ -52,8 +52,8 @@ class Settings(BaseSettings):
                                    "224 (the paper's) for ResNet-50. The PCA file must be learnt at this size")
     encoder_precision: str = Field("auto", description="auto (int8 on a CPU with int8 dot products (VNNI) where "
                                    "int8 ranges exist for the encoder, else fp32), fp32, or int8: the quantized "
-                                   "encoder (onnxruntime on CPU only, about half the CPU per frame). A store keeps "
-                                   "the precision it was indexed with")
+                                   "encoder (onnxruntime on CPU only, about half the CPU per frame). int8 and fp32 "
+                                   "features of one config share a collection")
     int8_ranges: Path | None = Field(None, description="int8 activation ranges (`hapvr calibrate-int8`); unset: the "
                                      "shipped Lite0 ranges for the frame size")
 

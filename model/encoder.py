@@ -21,6 +21,7 @@ from torch import nn
 
 from model import preprocess
 from model.imac import imac
+from model.encoder_config import feature_space  # noqa: F401 - re-exported
 from model.encoder_config import (ASSETS, BACKBONES, DEFAULT_PCA, DEFAULT_SIZE, PRECISIONS,  # noqa: F401
                                   EncoderConfig, shipped_int8_ranges, shipped_pca)
 from model.pca import PCAWhitening, file_digest
@@ -220,12 +221,6 @@ def int8_ranges_file(config: EncoderConfig) -> Path:
         raise ValueError(f"int8 ranges file {path} not found; measure one with `hapvr calibrate-int8` "
                          "or set HAPVR_ENCODER_PRECISION=fp32")
     return path
-
-
-def feature_space(version: str) -> str:
-    """An encoder version without its precision: int8 approximates the fp32 features of the same config, so a
-    similarity network trained on one serves both (stores still keep one exact version)."""
-    return version.split("-int8:")[0]
 
 
 def _imac_channels(backbone: str) -> int:

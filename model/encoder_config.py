@@ -46,3 +46,18 @@ class EncoderConfig:
             raise ValueError(f"unknown encoder precision {self.precision!r}; use one of {PRECISIONS}")
         if self.precision == "int8" and self.int8_ranges is None:
             object.__setattr__(self, "int8_ranges", shipped_int8_ranges(self.size))
+
+
+def feature_space(version: str) -> str:
+    """An encoder version without its precision: int8 approximates the fp32 features of the same config
+    (mean cosine 0.976 between their region vectors, docs/MODEL.md "Precision"), so a similarity network
+    trained on one serves both, and one collection holds both."""
+    return version.split("-int8:")[0]
+
+
+def compatible_version(model_version: str) -> str:
+    """What must match for features to share a collection: a model version (encoder + similarity network)
+    with the encoder's precision left out. Backbone, frame size, resize mode, PCA and checkpoint must be
+    the same; int8 and fp32 features of them may mix (a fleet of CPU and GPU workers)."""
+    encoder, plus, similarity = model_version.partition("+")
+    return feature_space(encoder) + plus + similarity

@@ -12,7 +12,7 @@ from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.settings import Settings
 from model.checkpoint import load_similarity
-from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, COLLECTION, clip
+from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, COLLECTION, clip, variant
 
 
 def make_settings(data: Path, **kw) -> Settings:
@@ -146,24 +146,33 @@ def test_refuses_to_mix_model_versions(tmp_path):
     assert err.value.code == "incompatible_store"
 
 
-def test_int8_by_default_on_cpu_and_one_precision_per_store(tmp_path):
-    """The CPU default is the int8 encoder where the CPU has int8 dot products; a store indexed with it
-    refuses fp32 features, and says which setting."""
+def test_int8_by_default_on_cpu_and_int8_and_fp32_features_share_a_collection(tmp_path, made):
+    """The CPU default is the int8 encoder where the CPU has int8 dot products. int8 and fp32 features of one
+    encoder config approximate one feature space, so a fleet of CPU (int8) and GPU (fp32) workers serves one
+    collection: each row records the exact model that produced it, and either precision finds the other's
+    videos; another frame size, PCA or checkpoint is still refused (test_refuses_to_mix_model_versions)."""
+    from model.encoder_config import compatible_version
     from model.quantize import cpu_has_int8_dot
 
     default = Engine(make_settings(tmp_path / "default"))
     assert default.encoder.config.precision == ("int8" if cpu_has_int8_dot() else "fp32")
-    eng = Engine(make_settings(tmp_path / "d", encoder_precision="int8"))
-    assert eng.encoder.config.precision == "int8" and "-int8:" in eng.model_version
-    eng.index(clip(ASL))
+    int8 = Engine(make_settings(tmp_path / "d", encoder_precision="int8"))
+    assert int8.encoder.config.precision == "int8" and "-int8:" in int8.model_version
+    a = int8.index(clip(ASL)).record
     fp32 = Engine(make_settings(tmp_path / "d", encoder_precision="fp32"))
-    with pytest.raises(InputError, match="HAPVR_ENCODER_PRECISION") as err:
-        fp32.store
-    assert err.value.code == "incompatible_store"
-    fp32_store = Engine(make_settings(tmp_path / "e", encoder_precision="fp32"))
-    assert fp32_store.encoder.config.precision == "fp32"
-    similarity = eng.model_version.rsplit("+", 1)[1]  # the shipped network's digest (or chamfer without one)
-    assert fp32_store.model_version == eng.model_version.split("-int8:")[0] + "+" + similarity
+    assert fp32.encoder.config.precision == "fp32" and "-int8:" not in fp32.model_version
+    assert compatible_version(fp32.model_version) == compatible_version(int8.model_version)
+    b = fp32.index(clip(BIKES)).record
+    assert a.model_version == int8.model_version and b.model_version == fp32.model_version
+    for engine in (int8, fp32):
+        for name, record in ((ASL, a), (BIKES, b)):
+            top = engine.query(clip(name), top_k=1)["results"][0]
+            assert top["id"] == record.id and top["segments"], (engine.model_version, top)
+    # a re-encoded copy scores about the same against int8 features whether the query is embedded in fp32 or int8
+    copy = variant(ASL, 3, made)
+    across = fp32.query(copy, top_k=1)["results"][0]
+    within = int8.query(copy, top_k=1)["results"][0]
+    assert across["id"] == within["id"] == a.id and abs(across["score"] - within["score"]) < 0.02, (across, within)
 
 
 def test_bad_file_leaves_the_index_intact(engine, tmp_path):
