@@ -29,7 +29,8 @@ def test_valid_against_the_compose_specification():
     # YAML merge keys resolved (the spec's parser does not), variables at their defaults
     parsed = compose_spec.PyCompose.from_yaml(yaml.safe_dump(yaml.safe_load(interpolated(COMPOSE.read_text()))))
     parsed.validate()
-    assert set(parsed.service_names()) == {"redis", "api", "worker", "worker-gpu"}
+    assert set(parsed.service_names()) == {"redis", "api", "worker", "worker-gpu", "postgres", "minio", "minio-bucket",
+                                           "etcd", "milvus", "cluster-api-1", "cluster-api-2", "cluster-worker"}
     with pytest.raises(ValueError):
         compose_spec.PyCompose.from_yaml("services:\n  a:\n    imagee: x\n")
 
@@ -129,3 +130,24 @@ def test_the_build_context_leaves_out_what_no_image_needs():
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", "hapvr-data*", "bench/out", "tests", "docs"):
         assert entry in ignored
+
+
+def test_the_cluster_profile_shares_no_disk_and_names_only_its_own_engines(compose):
+    """In the cluster profile no hapvr container mounts a volume (each has a private tmpfs data folder), and
+    the catalog, feature store, vector index and queue they are configured with are services of the file."""
+    services = compose["services"]
+    hapvr = {n: s for n, s in services.items() if n.startswith("cluster-")}
+    assert set(hapvr) == {"cluster-api-1", "cluster-api-2", "cluster-worker"}
+    for name, svc in hapvr.items():
+        assert svc["profiles"] == ["cluster"] and "volumes" not in svc and svc["tmpfs"] == ["/data"], name
+        env = svc["environment"]
+        hosts = {re.search(r"@?([\w-]+):\d+", env[key])[1] for key in
+                 ("HAPVR_CATALOG", "HAPVR_S3_ENDPOINT", "HAPVR_VECTORS", "HAPVR_REDIS_URL")}
+        assert hosts == {"postgres", "minio", "milvus", "redis"} and hosts <= set(services), (name, hosts)
+        assert env["HAPVR_FEATURES"].startswith("s3://") and env["HAPVR_VECTORS"].startswith("milvus://")
+        assert set(svc["depends_on"]) == {"redis", "postgres", "minio-bucket", "milvus"}
+    assert services["cluster-worker"]["deploy"]["replicas"] == 2
+    ports = {svc["ports"][0].split(":")[-2] for n, svc in hapvr.items() if "ports" in svc}
+    assert len(ports) == 2  # two API processes, each on its own host port
+    assert all(services[n]["profiles"] == ["cluster"] for n in ("postgres", "minio", "minio-bucket", "etcd", "milvus"))
+
