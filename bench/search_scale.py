@@ -52,8 +52,10 @@ def synthetic(real: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     return (src[idx][..., perm] * sign).astype(np.float16)
 
 
-def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: np.random.Generator) -> None:
-    """Rows straight into SQLite, features hard-linked from a pool, FAISS built in one go."""
+def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: np.random.Generator,
+          milvus: Path | None = None) -> None:
+    """Rows straight into SQLite, features hard-linked from a pool, FAISS built in one go (and, with
+    `milvus`, a milvus-lite file holding the same descriptors)."""
     from indexer.store import Store
 
     store = Store(root, model_version)
@@ -86,6 +88,12 @@ def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: n
     else:
         coarse.add_vectors(descriptors, ids, n)
     coarse.save()
+    if milvus is not None:
+        from indexer.vectors_milvus import MilvusIndex
+
+        start = time.perf_counter()
+        MilvusIndex(str(milvus), store, dims=512).add_vectors(descriptors, ids, n)
+        print(f"milvus-lite: {len(ids)} vectors inserted in {time.perf_counter() - start:.0f} s", flush=True)
     store.close()
 
 
@@ -94,9 +102,11 @@ def near_copy(base: torch.Tensor) -> torch.Tensor:
     return base * (1 + 0.05 * torch.randn(base.shape[:-1] + (1,))) + 0.01 * torch.randn(base.shape)
 
 
-def measure(root: Path, queries: int, rng: np.random.Generator, flip: bool, cascade: int | None = None) -> dict:
+def measure(root: Path, queries: int, rng: np.random.Generator, flip: bool, cascade: int | None = None,
+            vectors: str = "") -> dict:
     """Latency of `queries` searches (after two warm-up ones), and the median of each stage."""
     overrides = {} if cascade is None else {"rerank_cascade": cascade}
+    overrides["vectors"] = vectors
     engine = Engine(Settings(data=root, query_flip=flip, **overrides))
     engine.coarse  # load FAISS before timing
     rss = rss_mb()
@@ -113,7 +123,7 @@ def measure(root: Path, queries: int, rng: np.random.Generator, flip: bool, casc
             for stage, ms in result["timings_ms"].items():
                 stages.setdefault(stage, []).append(ms)
     return {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95)),
-            "rss_mb": max(rss, rss_mb()), "coarse": "ivf-sq8" if engine.coarse.is_ivf else "flat-fp16",
+            "rss_mb": max(rss, rss_mb()), "coarse": engine.coarse.kind,
             "frames": engine.coarse.size, "config": engine_config(engine),
             "stages": {k: float(np.median(v)) for k, v in stages.items()}}
 
@@ -123,6 +133,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--milvus", action="store_true", help="instead: the coarse stage on milvus-lite (its own "
+                        "section; --sizes default 1000,10000)")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     work = Path(tempfile.mkdtemp(prefix="hapvr-scale-"))
@@ -130,14 +142,19 @@ def main() -> None:
     try:
         real = real_features(work)
         version = Engine(Settings(data=work / "real")).model_version
-        for n in (int(s) for s in args.sizes.split(",")):
+        sizes = "1000,10000" if args.milvus and args.sizes == parser.get_default("sizes") else args.sizes
+        for n in (int(s) for s in sizes.split(",")):
             rng = np.random.default_rng(n)
             root = work / f"n{n}"
+            milvus = root.parent / f"n{n}-vectors.db" if args.milvus else None
             start = time.perf_counter()
-            build(root, n, real, version, rng)
+            build(root, n, real, version, rng, milvus=milvus)
             build_s = time.perf_counter() - start
-            for flip, cascade in ((True, None), (False, None), (True, 0)):
-                m = measure(root, args.queries, np.random.default_rng(1), flip, cascade)
+            # with --milvus, FAISS and Milvus on the same collection and queries, in one run
+            runs = ([(True, None, ""), (True, None, str(milvus)), (False, None, str(milvus))] if milvus else
+                    [(True, None, ""), (False, None, ""), (True, 0, "")])
+            for flip, cascade, vectors in runs:
+                m = measure(root, args.queries, np.random.default_rng(1), flip, cascade, vectors=vectors)
                 configs.add(m["config"])
                 st = m["stages"]
                 rows.append([f"{n:,}", m["frames"], m["coarse"], "on" if flip else "off",
@@ -149,6 +166,18 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.milvus:
+        body = table(["videos (60 s)", "frames", "coarse index", "mirrored query", "re-rank cascade",
+                      "p50 ms", "p95 ms", "median coarse / load / re-rank / segments ms", "search process RSS MB",
+                      "build s (FAISS + Milvus)"], rows)
+        body += ("\n\nThe synthetic collections and queries of the FAISS table above, the coarse stage on FAISS and "
+                 "on milvus-lite (`HAPVR_VECTORS=<file>`, a FLAT inner-product index) in one run: milvus-lite is one embedded "
+                 "process on this machine, so these rows show the client path's cost (gRPC, Python lists, the "
+                 "catch-up check before every search), not what a Milvus cluster on its own hosts would do. RSS is "
+                 "the search process's only; milvus-lite's server process is not counted.")
+        publish("scale-milvus", "Query latency at scale: Milvus backend", "python -m bench.search_scale --milvus",
+                body, print_only=args.no_write)
+        return
     body = table(["videos (60 s)", "frames in FAISS", "coarse index", "mirrored query", "re-rank cascade", "p50 ms",
                   "p95 ms", "median coarse / load / re-rank / segments ms", "search process RSS MB", "build s"], rows)
     body += ("\n\nEngine: " + "; ".join(sorted(configs)) + ". Latency = `Engine.search`: FAISS coarse search (64 "

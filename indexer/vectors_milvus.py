@@ -33,6 +33,7 @@ class MilvusIndex:
         from pymilvus.exceptions import MilvusException
 
         self.store, self.dims = store, dims
+        self._seen: tuple[int, int] | None = None  # (max seq, deletion generation) the index was last seen to hold
         parts = urlsplit(url)
         try:
             if parts.scheme == "milvus":
@@ -107,6 +108,12 @@ class MilvusIndex:
 
     # ----- keeping up with the catalog
     def sync(self) -> int:
+        """Catch up with the catalog. The catalog is asked first (two cheap reads): when it has nothing beyond
+        what this process last saw the index hold, Milvus is not asked at all."""
+        if self._seen is not None:
+            seen_seq, seen_gen = self._seen
+            if self.store.max_seq() <= seen_seq and not self.store.deletions_after(seen_gen)[0]:
+                return 0
         max_seq, del_gen, _ = self._read_state()
         removed, gen = self.store.deletions_after(del_gen)
         for start in range(0, len(removed), 500):
@@ -127,8 +134,23 @@ class MilvusIndex:
         if rows:
             self.client.upsert(self.collection, rows)
         if new or removed:
+            # sealed segments are searched through the index; growing ones by a slow scan (3.6 s against
+            # 0.36 s for 60 query frames over 60k vectors in milvus-lite)
+            self.client.flush(self.collection)
             self._write_state(new[-1][0] if new else max_seq, gen)
+        self._seen = (new[-1][0] if new else max_seq, gen)
         return len(new) + len(removed)
+
+    def add_vectors(self, vectors: np.ndarray, ids: np.ndarray, max_seq: int) -> None:
+        """Bulk path for synthetic benchmarks: precomputed descriptors under packed ids, then the state says
+        the index is caught up to `max_seq`."""
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            self.client.insert(self.collection, [{"id": int(i), "seq": int(i) >> FRAME_BITS, "vec": v.tolist()}
+                                                 for i, v in zip(chunk, vectors[start : start + BATCH])])
+        self.client.flush(self.collection)
+        _, del_gen, _ = self._read_state()
+        self._write_state(max_seq, del_gen)
 
     def save(self) -> None:
         """Nothing to do: Milvus persists every write (and flushes on its own)."""
@@ -140,7 +162,7 @@ class MilvusIndex:
         k = min(k, MAX_LIMIT)
         hits = self.client.search(self.collection, data=np.asarray(descriptors, dtype=np.float32).tolist(), limit=k,
                                   anns_field="vec", search_params={"metric_type": "IP"}, output_fields=[],
-                                  consistency_level="Strong") if self.size else [[] for _ in range(n)]
+                                  consistency_level="Strong")
         width = max((len(h) for h in hits), default=0)
         scores = np.zeros((n, width), dtype=np.float32)
         ids = np.full((n, width), -1, dtype=np.int64)
