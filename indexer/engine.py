@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from indexer import confidence as conf
 from indexer import duplicates as dup
 from indexer import failpoints
+from indexer.backends import open_store, open_vectors
 from indexer.coarse import frame_descriptors
 from indexer.contracts import VectorIndex
 from indexer.decode import VideoInfo, iter_frames, probe
@@ -30,7 +31,6 @@ from indexer.errors import InputError
 from indexer.prefetch import Prefetch
 from indexer.segments import align
 from indexer.settings import Settings, get_settings
-from indexer.backends import open_store, open_vectors
 from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space

@@ -208,3 +208,19 @@ def test_readme_documents_every_exit_code():
     assert rows.get(str(InputError.MIXED)) == "" and rows.get("2") == "" and rows.get("0") == ""
     for code, status in InputError.EXIT_CODES.items():
         assert rows.get(str(status)) == code, (code, status, rows)
+
+
+def test_repair_removes_orphan_features_and_keeps_every_video(tmp_path):
+    """`hapvr repair` after a crash between a video's features and its row: the orphan goes, the video stays."""
+    import numpy as np
+
+    data = tmp_path / "d"
+    hapvr("index", str(clip(CAR)), data=data, check=True)
+    orphan = data / "features" / "deadbeefdeadbeef.npy"
+    np.save(orphan, np.zeros((2, 9, 512), dtype=np.float16))
+    proc = hapvr("repair", "--min-age", "0", data=data, check=True)
+    assert "1 videos; 1 orphan feature arrays removed" in proc.stdout, proc.stdout
+    assert not orphan.exists() and len(list((data / "features").glob("*.npy"))) == 1
+    again = hapvr("repair", data=data, check=True)
+    assert "0 orphan feature arrays removed" in again.stdout
+    assert hapvr("query", str(clip(CAR)), "--json", data=data, check=True).stdout.count('"exact_duplicate": true') == 1
