@@ -658,6 +658,11 @@ class Engine:
         """Open (and version-check) the store now rather than on first use: a service fails at start."""
         self.store  # noqa: B018 - the cached property opens it
 
+    def video_count(self) -> int:
+        """How many videos are indexed: one catalog count (readiness probes; `stats` also sums storage sizes,
+        which on S3 means listing the bucket)."""
+        return self.store.count()
+
     def stats(self) -> dict[str, int]:
         """Cheap counts for health checks and metrics: videos, and bytes of features and SQLite."""
         return {"videos": self.store.count(), "bytes": sum(self.store.sizes().values())}

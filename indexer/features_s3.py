@@ -18,22 +18,18 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from indexer.errors import InputError
+from indexer.s3client import s3_client
 
 
 class S3Features:
     def __init__(self, url: str, endpoint: str | None = None, cache_bytes: int = 512 << 20,
                  client=None):
-        import boto3
-        from botocore.config import Config
-
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise InputError("backend_unavailable", f"feature store {url!r}: expected s3://bucket/prefix")
         self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
         self.location = url
-        self.client = client or boto3.client(
-            "s3", endpoint_url=endpoint or None,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60))
+        self.client = client or s3_client(endpoint)
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cached = 0

@@ -23,7 +23,7 @@ class Context:
     engine: Engine
     metrics: object  # service.metrics.Metrics
     keys: frozenset[str]
-    staging: object = None  # service.staging.Staging: where uploads wait for a worker
+    staging: object  # service.staging.Staging: where uploads wait for a worker
 
     @property
     def uploads(self) -> Path:

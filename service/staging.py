@@ -50,12 +50,12 @@ class S3Staging:
     """Uploads as objects `<prefix>/<uuid>-<name>`; workers copy them into `<data>/uploads/`."""
 
     def __init__(self, url: str, local: Path, endpoint: str | None = None):
-        import boto3
+        from indexer.s3client import s3_client
 
         parts = urlsplit(url)
         self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
         self.local = local
-        self.client = boto3.client("s3", endpoint_url=endpoint or None)
+        self.client = s3_client(endpoint)
 
     def _key(self, ref: str) -> str:
         parts = urlsplit(ref)

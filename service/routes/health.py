@@ -22,7 +22,7 @@ def readyz(ctx: Ctx):
     """Redis reachable, the index opens, at least one live worker."""
     checks: dict[str, bool | int | str] = {"queue": ctx.queue.ping()}
     try:
-        checks["index_videos"] = ctx.engine.stats()["videos"]
+        checks["index_videos"] = ctx.engine.video_count()
         checks["index"] = True
     except Exception as exc:  # noqa: BLE001 - readiness reports it
         checks["index"], checks["index_error"] = False, str(exc)
