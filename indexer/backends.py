@@ -15,6 +15,7 @@ from pathlib import Path
 
 from indexer.contracts import Catalog, FeatureStore, VectorIndex
 from indexer.errors import InputError
+from indexer.media import open_media
 from indexer.store import Store
 
 
@@ -63,7 +64,7 @@ def open_store(settings, data: Path, model_version: str | None) -> Store:
     loads no model). The features open first: a missing bucket fails before any table is created."""
     features = open_features(settings.features, data, settings.s3_endpoint or None, settings.feature_cache_mb)
     catalog = open_catalog(settings.catalog, data, model_version)
-    return Store(data, model_version, catalog=catalog, features=features)
+    return Store(data, model_version, catalog=catalog, features=features, media=open_media(settings, data))
 
 
 def open_existing(settings, data: Path) -> Store:

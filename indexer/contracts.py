@@ -16,12 +16,17 @@ The order of writes keeps them consistent: features are put (durably) before the
 index follows the catalog; a delete removes the row (logging it) before the features. A crash leaves at most
 features that no row names, which `Store.remove_orphans` removes once they are old.
 
-The fourth seam, the job queue, belongs to the service: `service.jobs.JobQueue`.
+A fourth store, the **media store** (`MediaStore`), keeps what people look at rather than what the search
+reads: each video's key frames, and its source file where the operator keeps uploads. It is written beside
+the features (before the row commits) and cleaned with them, so it never names a video the catalog lacks.
+
+The fifth seam, the job queue, belongs to the service: `service.jobs.JobQueue`.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,6 +58,32 @@ class FeatureStore(Protocol):
 
     def size(self) -> int:
         """Bytes stored."""
+
+
+@runtime_checkable
+class MediaStore(Protocol):
+    """Per-video blobs for front ends, keyed by (video id, name): `keyframes.zip` (indexer/keyframes.py) and
+    `source` (the uploaded file, when HAPVR_KEEP_UPLOADS is on)."""
+
+    location: str
+
+    def put(self, video_id: str, name: str, body: bytes) -> None:
+        """Store `body` whole (never half-written)."""
+
+    def put_file(self, video_id: str, name: str, path: Path) -> None:
+        """Store a file's bytes (may move it: the caller is done with it)."""
+
+    def size(self, video_id: str, name: str) -> int | None:
+        """Bytes stored under the name, None when there is none."""
+
+    def read(self, video_id: str, name: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of a stored blob (KeyError if there is none): HTTP Range requests."""
+
+    def delete(self, video_id: str) -> None:
+        """Remove every blob of the video (a missing one is not an error)."""
+
+    def list(self) -> Iterator[tuple[str, float]]:
+        """(video id, seconds since its newest blob was written) of every video with blobs."""
 
 
 @runtime_checkable

@@ -28,6 +28,8 @@ from indexer.coarse import frame_descriptors
 from indexer.contracts import VectorIndex
 from indexer.decode import VideoInfo, iter_frames, probe
 from indexer.errors import InputError
+from indexer.explain import matrix_view
+from indexer.keyframes import KeyframeCollector, Keyframes
 from indexer.prefetch import Prefetch
 from indexer.segments import align
 from indexer.settings import Settings, get_settings
@@ -241,13 +243,15 @@ class Engine:
         return Decoding(path, info, sha256, Prefetch(frames), replaces, probe_ms)
 
     def embed(self, path: str | Path, progress: Progress | None = None, mirrored: bool = False,
-              decoding: Decoding | None = None, keep_fp16: bool = False) -> Embedded:
+              decoding: Decoding | None = None, keep_fp16: bool = False,
+              keyframes: KeyframeCollector | None = None) -> Embedded:
         """Decode at the sampling rate, encode in batches, apply index_video. Memory stays flat.
 
         With `mirrored`, the horizontally flipped frames are embedded too (for
         queries). `decoding` is a file whose decoding was started earlier (by
         `start_decoding`); without it, decoding starts now. `keep_fp16` returns
-        the features as stored (fp16), sparing an hour-long video a 66 MB float32 copy.
+        the features as stored (fp16), sparing an hour-long video a 66 MB float32 copy. `keyframes`
+        collects small JPEGs of the sampled frames on the way (indexer/keyframes.py).
         """
         decoding = decoding or self.start_decoding(path)
         info = decoding.info
@@ -269,6 +273,8 @@ class Engine:
                     flipped.append(self.network.index_video(encode(frames)).to(torch.float16).cpu())
             stamps.append(batch.timestamps)
             informative.append(informative_frames(batch.frames, self.settings.blank_frame_std))
+            if keyframes is not None:
+                keyframes.add(batch.frames, batch.timestamps, informative[-1])
             failpoints.reach("embed")  # a batch embedded, the video not finished
             t_dec = time.perf_counter()
             encode_s += t_dec - t_enc
@@ -302,12 +308,16 @@ class Engine:
         return self.start_decoding(path, sha256=sha, replaces=existing)
 
     def index(self, path: str | Path, external_id: str | None = None, metadata: dict | None = None,
-              force: bool = False, progress: Progress | None = None) -> IndexOutcome:
-        """Index one file. Idempotent by sha256 unless `force` (then the old entry is replaced)."""
+              force: bool = False, progress: Progress | None = None, keep_source: bool = False) -> IndexOutcome:
+        """Index one file. Idempotent by sha256 unless `force` (then the old entry is replaced).
+
+        `keep_source`: the file is handed over (an upload the caller is done with): it is moved into the
+        media store once its video commits, so front ends can play it.
+        """
         planned = self.prepare(path, force)
         if isinstance(planned, IndexOutcome):
             return planned
-        return self._index_decoding(planned, external_id, metadata, force, progress)
+        return self._index_decoding(planned, external_id, metadata, force, progress, keep_source)
 
     def index_many(self, paths: Iterable[str | Path], metadata: dict | None = None,
                    force: bool = False) -> Iterator[tuple[Path, IndexOutcome | Exception]]:
@@ -344,12 +354,18 @@ class Engine:
                 ahead.batches.close()
 
     def _index_decoding(self, decoding: Decoding, external_id: str | None, metadata: dict | None, force: bool,
-                        progress: Progress | None) -> IndexOutcome:
-        emb = self.embed(decoding.path, progress, decoding=decoding, keep_fp16=True)
+                        progress: Progress | None, keep_source: bool = False) -> IndexOutcome:
+        keyframes = None
+        if self.settings.keyframes > 0:
+            expected = max(1, round(decoding.info.duration * self.settings.sample_fps), self.settings.min_frames)
+            keyframes = KeyframeCollector(expected, self.settings.keyframes, self.settings.keyframe_height)
+        emb = self.embed(decoding.path, progress, decoding=decoding, keep_fp16=True, keyframes=keyframes)
         if progress:
             progress("indexing", 0.0)
         t0 = time.perf_counter()
         video_id = self.store.write_features(emb.features.numpy())
+        if keyframes is not None:  # beside the features, before the row: an orphan at worst, removed with them
+            self.store.media.put(video_id, "keyframes.zip", keyframes.pack())
         failpoints.reach("commit")  # the feature file is written, no row names it yet
         with self.store.write_lock():
             again = self.store.by_sha256(decoding.sha256)
@@ -365,6 +381,11 @@ class Engine:
         if force:  # the entries this one replaces
             for old in {r.id for r in (decoding.replaces, again) if r is not None} - {record.id}:
                 self.store.delete(old)
+        if keep_source:
+            try:
+                self.store.media.put_file(record.id, "source", decoding.path)
+            except Exception as exc:  # noqa: BLE001 - the video is indexed; only its player is missing
+                log.warning("video %s: the source file was not kept (%s)", record.id, exc)
         with self._lock:
             self.coarse.sync()
             if time.monotonic() - self._last_save > 60:
@@ -413,8 +434,9 @@ class Engine:
 
     # ----- search
     def query(self, path: str | Path, top_k: int | None = None, min_score: float | None = None,
-              label: str | None = None, min_confidence: float | None = None, explain: bool = False) -> dict:
-        """Embed a video file and search; the CLI/API JSON shape.
+              label: str | None = None, min_confidence: float | None = None, explain: bool = False,
+              matrices: bool = False) -> dict:
+        """Embed a video file and search; the CLI/API JSON shape (`matrices`: see `search`).
 
         The file is hashed too (about 0.2 s per GB, little next to decoding and embedding it): an indexed
         file with the same bytes is reported as an exact duplicate, confidence 1, first, even when the
@@ -431,7 +453,8 @@ class Engine:
             result = {"results": [], "note": self.BLANK_QUERY, "timings_ms": {}}
         else:
             result = self.search(emb.features, emb.timestamps, emb.info.duration, top_k, min_score,
-                                 mirrored=emb.mirrored, min_confidence=min_confidence, sha256=sha, explain=explain)
+                                 mirrored=emb.mirrored, min_confidence=min_confidence, sha256=sha, explain=explain,
+                                 matrices=matrices)
         twin = self.store.by_sha256(sha)
         if twin is not None and not any(r.get("exact_duplicate") for r in result["results"]):
             # left out by a filter, or nothing to search with: the same bytes are still the same video
@@ -451,21 +474,22 @@ class Engine:
                 "mirrored": False, "segments": [whole], "exact_duplicate": True}
 
     def query_by_id(self, video_id: str, top_k: int | None = None, min_score: float | None = None,
-                    min_confidence: float | None = None, explain: bool = False) -> dict:
+                    min_confidence: float | None = None, explain: bool = False, matrices: bool = False) -> dict:
         """Search with an indexed video's stored features; the video itself is left out."""
         record = self.store.get(video_id)
         if record is None:
             raise InputError("not_found", f"no indexed video with id {video_id}")
         feats = torch.from_numpy(np.asarray(self.store.load_features(video_id), dtype=np.float32))
         result = self.search(feats, record.timestamps, record.duration, top_k, min_score, exclude_seq=record.seq,
-                             min_confidence=min_confidence, explain=explain)
+                             min_confidence=min_confidence, explain=explain, matrices=matrices)
         return {"query": video_id, **result}
 
     def search(self, features: torch.Tensor, timestamps: np.ndarray, duration: float, top_k: int | None = None,
                min_score: float | None = None, exclude_seq: int | None = None,
                mirrored: torch.Tensor | None = None, min_confidence: float | None = None,
                sha256: str | None = None, explain: bool = False, max_candidates: int | None = None,
-               learned_candidates: int | None = None, frame_neighbours: int | None = None) -> dict:
+               learned_candidates: int | None = None, frame_neighbours: int | None = None,
+               matrices: bool = False) -> dict:
         """Coarse FAISS stage, HAP-VR re-rank of the candidates, then segments and confidence for the
         returned results.
 
@@ -477,7 +501,8 @@ class Engine:
         result's evidence (indexer/confidence.py). `max_candidates` overrides
         HAPVR_CANDIDATES (and bounds the cascade), `learned_candidates` the
         cascade's HAPVR_RERANK_CASCADE (never below `top_k`), `frame_neighbours`
-        HAPVR_FRAME_NEIGHBOURS.
+        HAPVR_FRAME_NEIGHBOURS. `matrices` adds each result's frame-to-frame matrix, its segments drawn on
+        it and aligned frame pairs (indexer/explain.py: what the web UI's Compare view shows).
         """
         top_k = self.settings.top_k if top_k is None else top_k
         timings: dict[str, float] = {}
@@ -560,6 +585,8 @@ class Engine:
                 result["segments_reason"] = alignment.reason
             if explain:
                 result["evidence"] = {k: round(v, 4) for k, v in ev.items()}
+            if matrices:
+                result["matrix"] = matrix_view(sim, timestamps, record.timestamps, segments)
             results.append(result)
         timings["segments"] = (time.perf_counter() - t3) * 1000
         return {"results": results, "timings_ms": {k: round(v, 1) for k, v in timings.items()}}
@@ -644,6 +671,53 @@ class Engine:
     # ----- the catalogue, for front ends (the HTTP layer reaches stored data only through these)
     def video(self, video_id: str) -> VideoRecord | None:
         return self.store.get(video_id)
+
+    def keyframes(self, video_id: str) -> Keyframes | None:
+        """A video's stored key frames (indexer/keyframes.py), None when it has none."""
+        try:
+            return Keyframes.load(self.store.media.read(video_id, "keyframes.zip"))
+        except KeyError:
+            return None
+
+    def source_size(self, video_id: str) -> int | None:
+        """Bytes of the kept source file, None when the source was not kept (HAPVR_KEEP_UPLOADS)."""
+        return self.store.media.size(video_id, "source")
+
+    def source_path(self, video_id: str) -> Path | None:
+        """The kept source file on this disk (embedded media store), else None: read it with `read_source`."""
+        return self.store.media.file(video_id, "source")
+
+    def read_source(self, video_id: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the kept source file (KeyError where it was not kept)."""
+        return self.store.media.read(video_id, "source", start, end)
+
+    def compare(self, query_id: str, target_id: str) -> dict:
+        """One indexed pair, explained: the HAP-VR score, confidence, segments and the frame-to-frame matrix
+        (indexer/explain.py), from the two videos' stored features as they are (a query by id has no mirrored
+        view either)."""
+        query, target = self.store.get(query_id), self.store.get(target_id)
+        for name, record, wanted in (("video_id", query, query_id), ("other_id", target, target_id)):
+            if record is None:
+                raise InputError("not_found", f"{name}: no indexed video with id {wanted}")
+        q = torch.from_numpy(np.asarray(self.store.load_features(query.id), dtype=np.float32))
+        t = torch.from_numpy(np.asarray(self.store.load_features(target.id), dtype=np.float32))
+        with torch.inference_mode():
+            score = float(self.network.similarity(q.to(self.device), [t])[0].cpu().numpy()[0])
+        if self.network.uses_comparator:
+            score = (score + 1) / 2
+        sim = self.frame_matrix(q, t)
+        alignment = align(sim, query.timestamps, target.timestamps, query.duration, target.duration)
+        segments = [s.as_dict() for s in alignment.segments]
+        coarse = float(np.clip(sim.max(axis=1), 0, None).mean()) if sim.size else 0.0
+        ev = conf.evidence(score, coarse, segments, query.duration, target.duration, sim)
+        confidence = 1.0 if query.sha256 == target.sha256 else (
+            None if self.calibration is None else round(self.calibration.confidence(ev), 4))
+        out = {"query": query.public(), "target": target.public(), "score": round(score, 4),
+               "confidence": confidence, "segments": segments,
+               "matrix": matrix_view(sim, query.timestamps, target.timestamps, segments)}
+        if alignment.reason:
+            out["segments_reason"] = alignment.reason
+        return out
 
     def video_by_sha256(self, sha256: str) -> VideoRecord | None:
         return self.store.by_sha256(sha256)

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
                          "in the data directory")
     uploads: str = Field("", description="cluster mode: where uploads wait for a worker, as s3://bucket/prefix; "
                          "unset: uploads/ under an S3 HAPVR_FEATURES prefix, else the data directory")
+    media: str = Field("", description="where key frames and kept uploads live (the web UI shows them), as "
+                       "s3://bucket/prefix; unset: media/ under an S3 HAPVR_FEATURES prefix, else the data directory")
+    keep_uploads: bool = Field(True, description="keep each uploaded video's file in the media store after it is "
+                               "indexed, so the web UI can play it (costs the file's size); false: key frames only")
+    keyframes: int = Field(120, ge=0, description="key frames kept per video for the web UI (spread evenly over the "
+                           "sampled frames; about 4 KB each); 0: none")
+    keyframe_height: int = Field(96, ge=16, le=720, description="height in pixels of the stored key frames")
     s3_endpoint: str = Field("", description="S3 endpoint URL for a server other than AWS (MinIO, Ceph, moto); "
                              "credentials come from the standard AWS variables")
     feature_cache_mb: int = Field(512, ge=0, description="S3 feature store: features kept in memory for re-rank "

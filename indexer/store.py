@@ -7,6 +7,7 @@ Embedded default, everything under the data directory:
                             duplicate-set scans (indexer/duplicates.py) and the last duplicate sets
     features/<id>.npy       the feature store (indexer/features.py): T x 9 x 512 fp16, the similarity
                             network's index_video output
+    media/<id>/             the media store (indexer/media.py): key frames, and the kept upload
     faiss/                  the coarse index (derived; see indexer/coarse.py)
     write.lock              one writer at a time, across processes
 
@@ -29,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from indexer.catalog import SqliteCatalog, VideoRecord
-from indexer.contracts import Catalog, FeatureStore
+from indexer.contracts import Catalog, FeatureStore, MediaStore
 from indexer.errors import InputError
 from indexer.features import LocalFeatures
+from indexer.media import LocalMedia
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,14 @@ class Store:
         return cls(root, model_version=None)
 
     def __init__(self, root: str | Path, model_version: str | None, *, catalog: Catalog | None = None,
-                 features: FeatureStore | None = None):
+                 features: FeatureStore | None = None, media: MediaStore | None = None):
         """`root`: the data directory (what a process derives, and the embedded stores' default place).
         `model_version` None: the catalog's own, unchecked (see `open_existing`)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.features = features if features is not None else LocalFeatures(self.root / "features")
         self.catalog = catalog if catalog is not None else SqliteCatalog(self.root, model_version)
+        self.media = media if media is not None else LocalMedia(self.root / "media")
         self.model_version = self.catalog.model_version
 
     @property
@@ -83,8 +86,9 @@ class Store:
         return video_id
 
     def discard_features(self, video_id: str) -> None:
-        """Features whose row will never be written (the indexing failed after they were stored)."""
+        """Features (and media) whose row will never be written (the indexing failed after they were stored)."""
         self.features.delete(video_id)
+        self.media.delete(video_id)
 
     def commit_video(self, video_id: str, *, source: str, external_id: str | None, sha256: str, duration: float,
                      fps: float, width: int, height: int, codec: str, timestamps: np.ndarray,
@@ -98,23 +102,26 @@ class Store:
             if "full" not in str(exc):
                 raise
             self.features.delete(video_id)  # the row never landed: its features go too
+            self.media.delete(video_id)
             raise InputError("storage_full", f"{self.root}: the disk is full; nothing was indexed") from None
         record = self.catalog.get(video_id)
         assert record is not None
         return record
 
     def delete(self, video_id: str) -> bool:
-        """Remove the row (recording the deletion for the coarse index), then the features."""
+        """Remove the row (recording the deletion for the coarse index), then the features and media."""
         with self.write_lock():
             record = self.catalog.get(video_id)
             if record is None:
                 return False
             self.catalog.delete(record.seq)
             self.features.delete(video_id)
+            self.media.delete(video_id)
         return True
 
     def remove_orphans(self, min_age_s: float = 600.0) -> int:
-        """Features no row names (a crash between features and row); only old ones, under the lock."""
+        """Features and media no row names (a crash before the row committed); only old ones, under the lock.
+        Returns how many videos' features were removed."""
         removed = 0
         with self.write_lock():
             known = self.catalog.ids()
@@ -122,6 +129,9 @@ class Store:
                 if video_id not in known and age >= min_age_s:
                     self.features.delete(video_id)
                     removed += 1
+            for video_id, age in list(self.media.list()):
+                if video_id not in known and age >= min_age_s:
+                    self.media.delete(video_id)
         return removed
 
     # ----- reads

@@ -59,6 +59,25 @@ class Segment(BaseModel):
     score: float
 
 
+class AlignedPair(BaseModel):
+    query_time: float
+    target_time: float
+    similarity: float
+
+
+class MatrixView(BaseModel):
+    """The frame-to-frame similarity matrix segments were found on (indexer/explain.py)."""
+
+    rows: int
+    cols: int
+    data: str = Field(description="base64 of rows x cols bytes, row-major: round(255 * clip(cosine, 0, 1)), "
+                      "max-pooled to at most 128 per side")
+    query_times: list[float] = Field(description="seconds of the query frame each row starts at")
+    target_times: list[float] = Field(description="seconds of the target frame each column starts at")
+    segments: list[Segment]
+    pairs: list[AlignedPair] = Field(description="aligned frame pairs spread along each segment")
+
+
 class Match(BaseModel):
     id: str
     source: str
@@ -76,6 +95,7 @@ class Match(BaseModel):
         None, description="present when `segments` is empty: no_frames (a video has no informative frame), "
         "no_contrast (no frame pair stands out of the pair's background), no_aligned_run (similar frames, "
         "but no run of them along one line in time)")
+    matrix: MatrixView | None = Field(None, description="with `matrices`: the evidence the Compare view draws")
 
 
 class QueryResult(BaseModel):
@@ -91,6 +111,23 @@ class QueryById(BaseModel):
     top_k: int | None = Field(None, ge=1, le=1000)
     min_score: float | None = None
     min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    matrices: bool = Field(False, description="add each result's frame-to-frame matrix (`matrix`)")
+
+
+class KeyframeList(BaseModel):
+    times: list[float] = Field(description="seconds of each stored key frame")
+    width: int
+    height: int
+
+
+class Compare(BaseModel):
+    query: "Video"
+    target: "Video"
+    score: float
+    confidence: float | None
+    segments: list[Segment]
+    segments_reason: str | None = None
+    matrix: MatrixView
 
 
 class QueryAccepted(BaseModel):
@@ -173,3 +210,6 @@ class Duplicates(BaseModel):
     model: str
     elapsed_s: float
     created: float
+
+
+Compare.model_rebuild()

@@ -136,8 +136,11 @@ class Worker:
         # an upload is fetched from where it waits (service/staging.py); a server-side import is read in place
         path = self.staging.fetch(p["upload"]) if p.get("upload") else Path(p["path"]) if p.get("path") else None
         if job.kind == "index":
-            outcome = self.engine.index(path, external_id=p.get("external_id"),
-                                        metadata=p.get("metadata"), force=p.get("force", False), progress=progress)
+            # an upload is ours to keep (moved into the media store for the web UI's player); an import is
+            # the operator's file, read in place and never moved
+            keep = bool(p.get("upload")) and self.engine.settings.keep_uploads
+            outcome = self.engine.index(path, external_id=p.get("external_id"), metadata=p.get("metadata"),
+                                        force=p.get("force", False), progress=progress, keep_source=keep)
             if outcome.created:
                 try:
                     self.queue.count_frames(outcome.record.frames)
@@ -149,10 +152,12 @@ class Worker:
             progress("embedding", 0.0)
             if p.get("video_id"):
                 result = self.engine.query_by_id(p["video_id"], top_k=p.get("top_k"), min_score=p.get("min_score"),
-                                                 min_confidence=p.get("min_confidence"))
+                                                 min_confidence=p.get("min_confidence"),
+                                                 matrices=bool(p.get("matrices")))
             else:
                 result = self.engine.query(path, top_k=p.get("top_k"), min_score=p.get("min_score"),
-                                           label=p.get("label"), min_confidence=p.get("min_confidence"))
+                                           label=p.get("label"), min_confidence=p.get("min_confidence"),
+                                           matrices=bool(p.get("matrices")))
             return result, result.get("timings_ms", {})
         if job.kind == "duplicates":
             result = self.engine.duplicates(min_confidence=p.get("min_confidence", 0.5), progress=progress)

@@ -16,10 +16,11 @@ import pytest
 from bench.service_procs import PostgresDatabase, RedisServer, S3Server
 from indexer.catalog import SqliteCatalog
 from indexer.catalog_postgres import PostgresCatalog, redact
-from indexer.contracts import Catalog, FeatureStore
+from indexer.contracts import Catalog, FeatureStore, MediaStore
 from indexer.engine import Engine
 from indexer.errors import InputError
 from indexer.features import LocalFeatures
+from indexer.media import LocalMedia, S3Media
 from indexer.features_s3 import S3Features
 from service.jobs import FINAL, Job, JobQueue, LocalQueue, RedisQueue, new_job_id
 from tests.clips import BIKES, BOTTLE, BOTTLE_PREVIEW, CAR, CLASSROOM, PEOPLE, clip
@@ -217,6 +218,40 @@ def test_s3_feature_cache_is_bounded(s3):
         assert store.get(f"v{i}")[0, 0, 0] == i
     assert len(store._cache) == 3 and store._cached <= store.cache_bytes
     assert list(store._cache) == ["v3", "v4", "v5"]  # the least recently used left first
+
+
+# ----- media store
+
+
+@pytest.fixture(params=["local", "s3"])
+def media(request, tmp_path, s3) -> MediaStore:
+    if request.param == "local":
+        return LocalMedia(tmp_path / "media")
+    bucket = s3.bucket(f"media-{uuid.uuid4().hex[:8]}")
+    return S3Media(f"s3://{bucket}/collection/media", endpoint=s3.endpoint)
+
+
+def test_media_round_trip_ranges_list_and_delete(media, tmp_path):
+    assert isinstance(media, MediaStore)
+    body = bytes(range(256)) * 40
+    media.put("vid0", "keyframes.zip", b"zip bytes")
+    source = tmp_path / "upload.mp4"
+    source.write_bytes(body)
+    media.put_file("vid0", "source", source)
+    media.put("vid1", "keyframes.zip", b"other")
+    assert media.size("vid0", "source") == len(body) and media.size("vid0", "keyframes.zip") == 9
+    assert media.size("vid1", "source") is None
+    assert media.read("vid0", "source") == body
+    assert media.read("vid0", "source", 100, 612) == body[100:612]
+    assert media.read("vid0", "source", len(body) - 7) == body[-7:]
+    assert set(dict(media.list())) == {"vid0", "vid1"} and all(0 <= a < 300 for _, a in media.list())
+    with pytest.raises(ValueError):  # names are a closed set: nothing user-supplied reaches a path or a key
+        media.put("vid0", "../escape", b"x")
+    media.delete("vid0")
+    media.delete("vid0")
+    with pytest.raises(KeyError):
+        media.read("vid0", "source")
+    assert set(dict(media.list())) == {"vid1"}
 
 
 # ----- job queue

@@ -20,7 +20,8 @@ router = APIRouter()
 
 MULTIPART = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary"}, "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
-    "min_score": {"type": "number"}, "min_confidence": {"type": "number", "minimum": 0, "maximum": 1}}}
+    "min_score": {"type": "number"}, "min_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    "matrices": {"type": "boolean", "description": "add each result's frame-to-frame matrix"}}}
 
 
 @router.post("/query", dependencies=AUTH, response_model=schemas.QueryResult,
@@ -50,14 +51,15 @@ async def query(request: Request, ctx: Ctx, async_: Annotated[bool, Query(alias=
             raise ApiError(exc.status, exc.code, exc.message) from None
         await run_in_threadpool(validate, ctx, saved.path, saved.filename)
         ref = await run_in_threadpool(ctx.staging.publish, saved.path)
-        payload = {"path": ref, "upload": ref, "label": saved.filename,
+        matrices = str(form.get("matrices", "false")).lower() in ("1", "true", "yes")
+        payload = {"path": ref, "upload": ref, "label": saved.filename, "matrices": matrices,
                    "top_k": top_k, "min_score": min_score, "min_confidence": min_confidence}
     elif ctype.startswith("application/json"):
         body = await read_json(request, schemas.QueryById)
         if ctx.engine.video(body.video_id) is None:
             raise ApiError(404, "not_found", f"video_id: no indexed video with id {body.video_id}")
         payload = {"video_id": body.video_id, "top_k": body.top_k, "min_score": body.min_score,
-                   "min_confidence": body.min_confidence}
+                   "min_confidence": body.min_confidence, "matrices": body.matrices}
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (a video) or application/json")
     queue = ctx.queue
