@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench reliability bench-ablation train-checkpoint validate-setting clean
+.PHONY: setup demo test screenshots bench reliability bench-ablation train-checkpoint validate-setting clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the README's screenshots of the web UI, taken by its browser test (tests/test_ui.py) in Debian's Chromium
+screenshots: $(STAMP)
+	HAPVR_WRITE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_ui.py -k compare
 
 # every benchmark; each rewrites its own section of docs/BENCHMARKS.md (the copy benchmark needs the clip
 # collection: HAPVR_SHARED_VIDEOS)
@@ -35,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.keyframes_cost
 
 # the long reliability runs whose figures are in docs/RELIABILITY.md (~15 min on 2 cores)
 reliability: $(STAMP)

@@ -221,28 +221,31 @@ class SqlCatalog:
     def ids(self) -> set[str]:
         return {r[0] for r in self._rows("SELECT id FROM videos")}
 
-    def _where(self, metadata_filter: dict[str, str] | None) -> tuple[str, list]:
-        """A WHERE clause matching every key: value of user metadata (JSON paths, bound as parameters)."""
-        if not metadata_filter:
-            return "", []
+    def _where(self, metadata_filter: dict[str, str] | None, name: str | None = None) -> tuple[str, list]:
+        """A WHERE clause matching every key: value of user metadata (JSON paths, bound as parameters) and,
+        with `name`, a case-insensitive substring of the source name (LIKE wildcards in it are literal)."""
         clauses, args = [], []
-        for key, value in metadata_filter.items():
+        for key, value in (metadata_filter or {}).items():
             clauses.append(self.JSON_EQUALS)
             args += [self._json_path(key), value]
-        return " WHERE " + " AND ".join(clauses), args
+        if name:
+            escaped = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("LOWER(source) LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        return (" WHERE " + " AND ".join(clauses), args) if clauses else ("", [])
 
     @staticmethod
     def _json_path(key: str) -> Any:
         return f'$."{key}"'
 
     def list(self, offset: int = 0, limit: int = 100,
-             metadata_filter: dict[str, str] | None = None) -> list[VideoRecord]:
-        where, args = self._where(metadata_filter)
+             metadata_filter: dict[str, str] | None = None, name: str | None = None) -> list[VideoRecord]:
+        where, args = self._where(metadata_filter, name)
         return [_record(r) for r in self._rows(f"{self._SELECT}{where} ORDER BY seq LIMIT ? OFFSET ?",
                                                [*args, limit, offset])]
 
-    def count(self, metadata_filter: dict[str, str] | None = None) -> int:
-        where, args = self._where(metadata_filter)
+    def count(self, metadata_filter: dict[str, str] | None = None, name: str | None = None) -> int:
+        where, args = self._where(metadata_filter, name)
         return int(self._one(f"SELECT COUNT(*) FROM videos{where}", args)[0])
 
     def seqs_after(self, seq: int) -> list[tuple[int, str]]:

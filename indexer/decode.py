@@ -64,6 +64,9 @@ class VideoInfo:
 class FrameBatch:
     timestamps: np.ndarray  # seconds, float64, one per frame
     frames: np.ndarray  # N x H x W x 3 uint8 RGB
+    #: the display rotation applied to these frames (degrees, 90-degree steps): a squashed frame is square,
+    #: so this is how a front end learns that a phone video's displayed aspect is the coded one turned
+    rotation: int = 0
 
 
 #: codecs whose non-reference (B-)frames may be skipped when sampling sparsely
@@ -199,6 +202,7 @@ def iter_frames(
     info = info or probe(path, limits)
     step = 1.0 / sampling_rate(info.duration, info.fps, fps, min_frames)
     got_any = False
+    rotation = 0
     next_t = 0.0
     stamps: list[float] = []
     frames: list[np.ndarray] = []
@@ -223,13 +227,14 @@ def iter_frames(
                 if t + 1e-6 < next_t:
                     continue
                 rgb = _to_rgb(frame, size_for)
+                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                 stamps.append(max(t, 0.0))
                 frames.append(rgb)
                 got_any = True
                 # Skip the instants this frame already covers (VFR gaps, low-fps sources).
                 next_t = (math.floor(t / step + 1e-6) + 1) * step
                 if len(frames) >= batch_size:
-                    yield FrameBatch(np.asarray(stamps), np.stack(frames))
+                    yield FrameBatch(np.asarray(stamps), np.stack(frames), rotation)
                     stamps, frames = [], []
         except (av.error.FFmpegError, ValueError, OverflowError, ZeroDivisionError) as exc:
             # ValueError & co.: PyAV's own checks on nonsense fields (a pixel format it cannot convert,
@@ -244,7 +249,7 @@ def iter_frames(
         raise InputError("truncated", f"{path}: only {covered:.1f} s of the declared {info.duration:.1f} s decode "
                                       "(truncated or corrupt)")
     if frames:
-        yield FrameBatch(np.asarray(stamps), np.stack(frames))
+        yield FrameBatch(np.asarray(stamps), np.stack(frames), rotation)
 
 
 def _decoded(container, stream) -> Iterator[av.VideoFrame]:

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -118,6 +119,8 @@ def sha256_file(path: Path) -> str:
 class Engine:
     """Thread-safe for queries; index writes serialise on the store's cross-process lock."""
 
+    #: videos whose key frames stay in memory (about 0.3 MB each at the default 120 key frames)
+    KEYFRAME_CACHE = 32
     #: the `note` of a query whose every frame is blank: no results, and why
     BLANK_QUERY = "every sampled frame of the query is blank (black, a fade or flat colour): no evidence to match"
 
@@ -127,6 +130,8 @@ class Engine:
         self.device = torch.device(self.settings.torch_device())
         self._lock = threading.RLock()
         self._last_save = time.monotonic()
+        #: the key frames of the videos a front end looked at last (a page reads many frames of few videos)
+        self._keyframes: OrderedDict[str, Keyframes] = OrderedDict()
         failpoints.arm(self.settings.failpoints)
         #: replaced by a FrameBatcher when several jobs embed concurrently (service workers)
         self.batcher = None
@@ -274,7 +279,7 @@ class Engine:
             stamps.append(batch.timestamps)
             informative.append(informative_frames(batch.frames, self.settings.blank_frame_std))
             if keyframes is not None:
-                keyframes.add(batch.frames, batch.timestamps, informative[-1])
+                keyframes.add(batch.frames, batch.timestamps, informative[-1], batch.rotation)
             failpoints.reach("embed")  # a batch embedded, the video not finished
             t_dec = time.perf_counter()
             encode_s += t_dec - t_enc
@@ -311,8 +316,8 @@ class Engine:
               force: bool = False, progress: Progress | None = None, keep_source: bool = False) -> IndexOutcome:
         """Index one file. Idempotent by sha256 unless `force` (then the old entry is replaced).
 
-        `keep_source`: the file is handed over (an upload the caller is done with): it is moved into the
-        media store once its video commits, so front ends can play it.
+        `keep_source`: the file (an upload) is also stored in the media store once its video commits, so
+        front ends can play it (a hard link where the media store is on the same disk).
         """
         planned = self.prepare(path, force)
         if isinstance(planned, IndexOutcome):
@@ -358,7 +363,10 @@ class Engine:
         keyframes = None
         if self.settings.keyframes > 0:
             expected = max(1, round(decoding.info.duration * self.settings.sample_fps), self.settings.min_frames)
-            keyframes = KeyframeCollector(expected, self.settings.keyframes, self.settings.keyframe_height)
+            info = decoding.info
+            aspect = info.width / info.height if self.settings.resize_mode == "squash" and info.height else None
+            keyframes = KeyframeCollector(expected, self.settings.keyframes, self.settings.keyframe_height,
+                                          aspect=aspect)
         emb = self.embed(decoding.path, progress, decoding=decoding, keep_fp16=True, keyframes=keyframes)
         if progress:
             progress("indexing", 0.0)
@@ -673,11 +681,22 @@ class Engine:
         return self.store.get(video_id)
 
     def keyframes(self, video_id: str) -> Keyframes | None:
-        """A video's stored key frames (indexer/keyframes.py), None when it has none."""
+        """A video's stored key frames (indexer/keyframes.py), None when it has none. The last
+        KEYFRAME_CACHE videos' are kept in memory (key frames never change for an id)."""
+        with self._lock:
+            hit = self._keyframes.get(video_id)
+            if hit is not None:
+                self._keyframes.move_to_end(video_id)
+                return hit
         try:
-            return Keyframes.load(self.store.media.read(video_id, "keyframes.zip"))
+            frames = Keyframes.load(self.store.media.read(video_id, "keyframes.zip"))
         except KeyError:
             return None
+        with self._lock:
+            self._keyframes[video_id] = frames
+            while len(self._keyframes) > self.KEYFRAME_CACHE:
+                self._keyframes.popitem(last=False)
+        return frames
 
     def source_size(self, video_id: str) -> int | None:
         """Bytes of the kept source file, None when the source was not kept (HAPVR_KEEP_UPLOADS)."""
@@ -722,11 +741,12 @@ class Engine:
     def video_by_sha256(self, sha256: str) -> VideoRecord | None:
         return self.store.by_sha256(sha256)
 
-    def videos(self, offset: int = 0, limit: int = 100,
-               metadata_filter: dict[str, str] | None = None) -> tuple[list[VideoRecord], int]:
-        """One page of indexed videos in indexing order, and how many match the filter in all."""
-        return (self.store.list(offset=offset, limit=limit, metadata_filter=metadata_filter),
-                self.store.count(metadata_filter))
+    def videos(self, offset: int = 0, limit: int = 100, metadata_filter: dict[str, str] | None = None,
+               name: str | None = None) -> tuple[list[VideoRecord], int]:
+        """One page of indexed videos in indexing order, and how many match the filters in all (`name`: a
+        case-insensitive substring of the source name)."""
+        return (self.store.list(offset=offset, limit=limit, metadata_filter=metadata_filter, name=name),
+                self.store.count(metadata_filter, name))
 
     def open(self) -> None:
         """Open (and version-check) the store now rather than on first use: a service fails at start."""

@@ -2,7 +2,8 @@
 
 Collected while a video is embedded (no second decode), at most HAPVR_KEYFRAMES of them spread evenly over
 the sampled frames, scaled to HAPVR_KEYFRAME_HEIGHT pixels high. They are the encoder's frames, so with a
-cropping resize mode they show the centre crop the features describe. Stored as one zip per video (the
+cropping resize mode they show the centre crop the features describe; a squashed frame is stretched back
+to the video's display aspect. Stored as one zip per video (the
 media store's `keyframes.zip`): `index.json` (`{"times": [...], "width", "height"}`) and `NNNN.jpg`.
 A zip of stored JPEGs is a format every tool opens, and one object per video keeps S3 requests few.
 """
@@ -26,6 +27,8 @@ class KeyframeCollector:
     limit: int = 120
     height: int = 96
     quality: int = 80
+    #: width / height to show frames at (a squashing resize mode made them square), None: as decoded
+    aspect: float | None = None
     times: list[float] = field(default_factory=list)
     jpegs: list[bytes] = field(default_factory=list)
     blank: list[bool] = field(default_factory=list)
@@ -36,13 +39,17 @@ class KeyframeCollector:
     def stride(self) -> int:
         return max(1, math.ceil(self.expected / max(1, self.limit)))
 
-    def add(self, frames: np.ndarray, timestamps: np.ndarray, informative: np.ndarray | None = None) -> None:
-        """frames: N x H x W x 3 uint8 RGB; `informative`: which are not blank (model.preprocess)."""
+    def add(self, frames: np.ndarray, timestamps: np.ndarray, informative: np.ndarray | None = None,
+            rotation: int = 0) -> None:
+        """frames: N x H x W x 3 uint8 RGB; `informative`: which are not blank (model.preprocess);
+        `rotation`: the display rotation the decoder applied (a turned video shows the coded aspect turned)."""
+        turned = rotation in (90, 270) and self.aspect
+        aspect = 1.0 / self.aspect if turned else self.aspect
         informative = np.ones(len(frames), dtype=bool) if informative is None else informative
         for frame, t, useful in zip(frames, timestamps, informative):
             if self._seen % self.stride == 0 and len(self.jpegs) < self.limit:
                 image = Image.fromarray(np.ascontiguousarray(frame))
-                width = max(1, round(image.width * self.height / max(1, image.height)))
+                width = max(1, round((aspect or image.width / max(1, image.height)) * self.height))
                 image = image.resize((width, self.height), Image.Resampling.BILINEAR)
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=self.quality)

@@ -50,12 +50,13 @@ class LocalMedia:
     def put_file(self, video_id: str, name: str, path: Path) -> None:
         target = self._path(video_id, name)
         target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(name + ".tmp")
+        tmp.unlink(missing_ok=True)
         try:
-            os.replace(path, target)  # the upload folder is on the same disk: a rename, no copy
+            os.link(path, tmp)  # the upload folder is on the same disk: a second name, no copy
         except OSError:
-            tmp = target.with_name(name + ".tmp")
             shutil.copyfile(path, tmp)
-            tmp.replace(target)
+        tmp.replace(target)
 
     def file(self, video_id: str, name: str) -> Path | None:
         """The blob's path on disk (the service answers Range requests on it directly), None without one."""

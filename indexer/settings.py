@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     keep_uploads: bool = Field(True, description="keep each uploaded video's file in the media store after it is "
                                "indexed, so the web UI can play it (costs the file's size); false: key frames only")
     keyframes: int = Field(120, ge=0, description="key frames kept per video for the web UI (spread evenly over the "
-                           "sampled frames; about 4 KB each); 0: none")
+                           "sampled frames; about 3 KB each); 0: none")
     keyframe_height: int = Field(96, ge=16, le=720, description="height in pixels of the stored key frames")
     s3_endpoint: str = Field("", description="S3 endpoint URL for a server other than AWS (MinIO, Ceph, moto); "
                              "credentials come from the standard AWS variables")

@@ -151,11 +151,12 @@ class Store:
     def by_ids(self, ids: list[str]) -> dict[str, VideoRecord]:
         return self.catalog.by_ids(ids)
 
-    def list(self, offset: int = 0, limit: int = 100, metadata_filter: dict[str, str] | None = None) -> list[VideoRecord]:
-        return self.catalog.list(offset=offset, limit=limit, metadata_filter=metadata_filter)
+    def list(self, offset: int = 0, limit: int = 100, metadata_filter: dict[str, str] | None = None,
+             name: str | None = None) -> list[VideoRecord]:
+        return self.catalog.list(offset=offset, limit=limit, metadata_filter=metadata_filter, name=name)
 
-    def count(self, metadata_filter: dict[str, str] | None = None) -> int:
-        return self.catalog.count(metadata_filter)
+    def count(self, metadata_filter: dict[str, str] | None = None, name: str | None = None) -> int:
+        return self.catalog.count(metadata_filter, name)
 
     def seqs_after(self, seq: int) -> list[tuple[int, str]]:
         return self.catalog.seqs_after(seq)

@@ -21,7 +21,7 @@ from service.context import Context
 from service.jobs import LocalQueue, make_queue
 from service.limits import BodyLimit, body_limit
 from service.metrics import Metrics
-from service.routes import duplicates, health, index, jobs, query, videos
+from service.routes import duplicates, health, index, jobs, query, ui, videos
 from service.staging import make_staging
 from service.uploads import sweep_partial
 
@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker.stop.set()
         engine.save()
 
-    app = FastAPI(title="hapvr", version="0.1.0", lifespan=lifespan,
+    # /docs is served from local files by service/routes/ui.py (FastAPI's own pages load a CDN)
+    app = FastAPI(title="hapvr", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Near-duplicate video retrieval with the HAP-VR similarity. Errors are "
                               '`{"error": {"code", "message"}}`.')
     app.state.workers = []
@@ -69,9 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
 
     app.add_middleware(BodyLimit, limit_for=body_limit(settings))
+    app.add_middleware(ui.SecurityHeaders)
     app.add_middleware(Observe, metrics=ctx.metrics)  # outermost: it also counts what BodyLimit refuses
     for router in (index.router, query.router, jobs.router, videos.router, duplicates.router, health.router):
         app.include_router(router)
+    ui.mount(app)
     return app
 
 

@@ -44,3 +44,22 @@ def float_field(value: Any, name: str) -> float | None:
     if number != number or number in (float("inf"), float("-inf")):
         raise ApiError(422, "invalid_request", f"{name}: must be a finite number")
     return number
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema for an OpenAPI request body, with its nested models written in place: pydantic
+    refers to them as `#/$defs/...`, which is no place in an OpenAPI document (ReDoc refuses it)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.split("/")[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)

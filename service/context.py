@@ -37,17 +37,38 @@ def context(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(context)]
 
 
+#: the web UI's session cookie (service/routes/ui.py): a digest of the key, never the key
+SESSION_COOKIE = "hapvr_session"
+#: methods a session cookie may authorise: reads only, so a forged cross-site request can change nothing
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def session_token(key: str) -> str:
+    """What the session cookie holds for `key`: a digest (a leaked cookie never reveals the key itself)."""
+    return hashlib.sha256(f"hapvr-ui-session:{key}".encode()).hexdigest()
+
+
 def authorized(request: Request, ctx: Ctx, authorization: Annotated[str | None, Header()] = None) -> str:
     """Check the API key (when keys are on) and spend one request of the client's rate limit; returns who the
-    client is for the limit: a digest of its key (the key itself is never stored), else its address."""
+    client is for the limit: a digest of its key (the key itself is never stored), else its address.
+
+    The key comes in `Authorization: Bearer <key>`. A GET or HEAD may instead carry the web UI's session
+    cookie (an image or a video player cannot send headers); a state-changing request never can, so a
+    cross-site form or script riding on the cookie is refused (no CSRF)."""
     who = f"ip:{request.client.host if request.client else 'unknown'}"
     if ctx.keys:
-        if not authorization or not authorization.lower().startswith("bearer "):
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if authorization and authorization.lower().startswith("bearer "):
+            given = authorization[7:].strip()
+            if not any(secrets.compare_digest(given, k) for k in ctx.keys):
+                raise ApiError(403, "forbidden", "API key not accepted")
+            who = "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
+        elif cookie and request.method in SAFE_METHODS:
+            if not any(secrets.compare_digest(cookie, session_token(k)) for k in ctx.keys):
+                raise ApiError(403, "forbidden", "session not accepted: sign in again")
+            who = "key:" + cookie[:16]
+        else:
             raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <key>' header")
-        given = authorization[7:].strip()
-        if not any(secrets.compare_digest(given, k) for k in ctx.keys):
-            raise ApiError(403, "forbidden", "API key not accepted")
-        who = "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
     settings = ctx.settings
     if settings.rate_limit > 0:
         wait = ctx.queue.take_token(who, settings.rate_limit, settings.rate_burst)

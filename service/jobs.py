@@ -92,6 +92,8 @@ class JobQueue(Protocol):
     def forget(self, key: str) -> None: ...
     def take_token(self, who: str, rate: float, burst: int) -> float: ...
     def stats(self) -> dict[str, Any]: ...
+    def recent(self, limit: int = 50) -> list[Job]:
+        """The newest jobs first (what a console lists: queued, running, failed with their codes)."""
     def count_frames(self, n: int) -> None: ...
     def heartbeat(self, worker: str, ttl_s: float = 15.0) -> None: ...
     def workers_alive(self) -> int: ...
@@ -248,6 +250,13 @@ return tostring(wait)
         frames = int(self.redis.get(f"{self.prefix}:stats:frames_embedded") or 0)
         return {"queue_depth": depth, "jobs_by_state": by_state, "frames_embedded": frames}
 
+    def recent(self, limit: int = 50) -> list[Job]:
+        ids = self.redis.zrevrange(f"{self.prefix}:jobs_by_time", 0, max(0, limit - 1))
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hgetall(self._job(job_id.decode()))
+        return [Job.from_redis(raw) for raw in pipe.execute() if raw]
+
     def count_frames(self, n: int) -> None:
         self.redis.incrby(f"{self.prefix}:stats:frames_embedded", n)
 
@@ -374,6 +383,11 @@ class LocalQueue:
             for job in self._jobs.values():
                 by_state[job.state] += 1
             return {"queue_depth": len(self._pending), "jobs_by_state": by_state, "frames_embedded": self._frames}
+
+    def recent(self, limit: int = 50) -> list[Job]:
+        with self._cond:
+            newest = sorted(self._jobs.values(), key=lambda j: -j.created)[:limit]
+            return [Job(**asdict(j)) for j in newest]
 
     def count_frames(self, n: int) -> None:
         with self._cond:

@@ -51,6 +51,17 @@ class JobOut(BaseModel):
     attempts: int
 
 
+class JobSummary(JobOut):
+    filename: str | None = Field(None, description="the upload's file name, the query's label or video id")
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    queue_depth: int
+    jobs_by_state: dict[str, int]
+    workers_alive: int
+
+
 class Segment(BaseModel):
     query_start: float
     query_end: float

@@ -136,7 +136,7 @@ class Worker:
         # an upload is fetched from where it waits (service/staging.py); a server-side import is read in place
         path = self.staging.fetch(p["upload"]) if p.get("upload") else Path(p["path"]) if p.get("path") else None
         if job.kind == "index":
-            # an upload is ours to keep (moved into the media store for the web UI's player); an import is
+            # an upload is ours to keep (linked into the media store for the web UI's player); an import is
             # the operator's file, read in place and never moved
             keep = bool(p.get("upload")) and self.engine.settings.keep_uploads
             outcome = self.engine.index(path, external_id=p.get("external_id"), metadata=p.get("metadata"),

@@ -276,6 +276,12 @@ def test_up_index_and_query_as_the_embedded_engine(deployment, edited_copy, tmp_
     for name, score in served.items():
         assert abs(score - embedded[name]) <= 1.01e-4, (name, score, embedded[name])
     deployment.state["source_score"] = top["score"]
+    # the image carries the web UI and the API docs' files (nothing from a CDN)
+    page, script = deployment.http.get("/"), deployment.http.get("/docs/static/swagger-ui-bundle.js")
+    assert page.status_code == 200 and "/ui/static/app.js" in page.text
+    assert deployment.http.get("/ui/static/app.js").status_code == 200 and script.status_code == 200
+    thumb = deployment.http.get(f"/videos/{top['id']}/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     say(f"3 clips indexed through POST /index; the edited copy finds {SOURCE} first, score {top['score']} "
         f"(embedded engine {embedded[SOURCE]}), segment {seg}")
     stats = sh(["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}",

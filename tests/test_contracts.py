@@ -111,6 +111,10 @@ def test_catalog_pages_filters_and_counts(catalog_factory):
     assert catalog.count() == 7 and catalog.count({"team": "news"}) == 3
     assert [r.id for r in catalog.list(metadata_filter={"team": "archive"})] == ["v0", "v2", "v4", "v6"]
     assert catalog.count({"team": "nobody"}) == 0 and catalog.count({"other": "news"}) == 0
+    # a name search: case-insensitive substring, combined with metadata, LIKE wildcards taken literally
+    assert [r.id for r in catalog.list(name="V3")] == ["v3"] and catalog.count(name="VIDEOS/") == 7
+    assert catalog.count({"team": "news"}, name="v1") == 1 and catalog.count({"team": "archive"}, name="v1") == 0
+    assert catalog.count(name="%") == 0 and catalog.count(name="v_") == 0
     assert set(catalog.by_seqs(seqs[:3])) == set(seqs[:3])
     assert set(catalog.by_ids(["v1", "v5", "missing"])) == {"v1", "v5"}
     assert catalog.ids() == {f"v{i}" for i in range(7)}
@@ -338,7 +342,10 @@ def test_the_engine_on_postgresql_and_s3_answers_like_the_embedded_default(embed
     assert writer.delete(victim.id)
     assert all(r["id"] != victim.id for r in reader.query(clip(BIKES), top_k=5)["results"])
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert len(keys) == len(FILES) - 1 and not any(victim.id in k for k in keys)
+    features = [k for k in keys if k.endswith(".npy")]
+    keyframes = [k for k in keys if k.startswith("features/media/") and k.endswith("/keyframes.zip")]
+    assert len(features) == len(keyframes) == len(FILES) - 1 and not any(victim.id in k for k in keys)
+    assert reader.keyframes(outcomes[1][1].record.id).times  # any host reads another's key frames
 
 
 def test_orphan_features_in_s3_are_removed(s3, pg_url, tmp_path):

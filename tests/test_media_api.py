@@ -128,3 +128,18 @@ def test_without_kept_uploads_the_source_is_refused_with_a_reason(tmp_path):
     finally:
         client.close()
         api.kill(signal.SIGTERM)
+
+
+def test_key_frames_keep_the_displayed_aspect_of_a_landscape_and_a_phone_video(tmp_path):
+    """The encoder's frames are squashed square; key frames are shown at the video's displayed aspect,
+    turned for a file whose display matrix rotates it (as phones write them)."""
+    from indexer.engine import Engine
+    from indexer.settings import Settings
+    from tests.videos import rotate_mp4
+
+    engine = Engine(Settings(data=tmp_path / "data", cache_dir=tmp_path / "cache"))
+    landscape = engine.index(clip(CAR)).record  # 480 x 270
+    portrait = engine.index(rotate_mp4(clip(CAR), tmp_path / "phone.mp4")).record
+    wide, tall = engine.keyframes(landscape.id), engine.keyframes(portrait.id)
+    assert (wide.width, wide.height) == (171, 96) and (tall.width, tall.height) == (54, 96)
+    assert jpeg(tall.jpeg(0)).size == (54, 96)

@@ -6,7 +6,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service import schemas
-from service.bodies import read_json
+from service.bodies import body_schema, read_json
 from service.context import AUTH, Ctx
 from service.errors import ERRORS, ApiError
 from service.jobs import Job, new_job_id
@@ -16,7 +16,7 @@ router = APIRouter()
 
 @router.post("/duplicates", dependencies=AUTH, status_code=202, response_model=schemas.QueryAccepted,
              responses=ERRORS, openapi_extra={"requestBody": {"required": False, "content": {
-                 "application/json": {"schema": schemas.DuplicatesRequest.model_json_schema()}}}})
+                 "application/json": {"schema": body_schema(schemas.DuplicatesRequest)}}}})
 async def start_duplicates(request: Request, ctx: Ctx):
     """Start grouping the collection into duplicate sets: a job (GET /jobs/{id} for its progress); its
     result is then served by GET /duplicates. Videos scanned by an earlier job are not scanned again."""

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from service import schemas
-from service.bodies import read_json
+from service.bodies import body_schema, read_json
 from service.context import AUTH, Context, Ctx
 from service.errors import ERRORS, ApiError
 from service.jobs import Job, new_job_id
@@ -135,7 +135,7 @@ async def _imports(ctx: Context, request: Request) -> list[dict]:
 @router.post("/index", status_code=202, response_model=schemas.IndexAccepted, dependencies=AUTH, responses=ERRORS,
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": MULTIPART},
-                 "application/json": {"schema": schemas.ImportRequest.model_json_schema()}}}})
+                 "application/json": {"schema": body_schema(schemas.ImportRequest)}}}})
 async def index(request: Request, ctx: Ctx, idempotency_key: Annotated[str | None, Header(max_length=200)] = None):
     """Upload videos (multipart) or name server-side files (JSON); one job per video.
 

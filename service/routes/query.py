@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from service import schemas
-from service.bodies import float_field, int_field, read_json
+from service.bodies import body_schema, float_field, int_field, read_json
 from service.context import AUTH, Ctx
 from service.errors import ERRORS, HTTP_STATUS, ApiError
 from service.jobs import Job, new_job_id
@@ -28,7 +28,7 @@ MULTIPART = {"type": "object", "required": ["file"], "properties": {
              responses={**ERRORS, 202: {"model": schemas.QueryAccepted}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": MULTIPART},
-                 "application/json": {"schema": schemas.QueryById.model_json_schema()}}}})
+                 "application/json": {"schema": body_schema(schemas.QueryById)}}}})
 async def query(request: Request, ctx: Ctx, async_: Annotated[bool, Query(alias="async")] = False):
     """Rank indexed videos against an uploaded video (multipart) or an indexed one (JSON `video_id`).
 

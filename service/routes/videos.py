@@ -22,15 +22,16 @@ router = APIRouter()
 def list_videos(ctx: Ctx, offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 meta: Annotated[list[str] | None, Query(description="metadata filter key:value, repeatable",
-                                                        max_length=50)] = None):
-    """Indexed videos, paginated; `meta=key:value` (repeatable) filters on user metadata."""
+                                                        max_length=50)] = None,
+                q: Annotated[str | None, Query(max_length=200, description="substring of the source name")] = None):
+    """Indexed videos, paginated; `meta=key:value` (repeatable) filters on user metadata, `q` on the name."""
     filters = {}
     for item in meta or []:
         if ":" not in item:
             raise ApiError(400, "invalid_filter", f"meta: {item!r} is not key:value")
         key, value = item.split(":", 1)
         filters[key] = value
-    records, total = ctx.engine.videos(offset=offset, limit=limit, metadata_filter=filters or None)
+    records, total = ctx.engine.videos(offset=offset, limit=limit, metadata_filter=filters or None, name=q or None)
     return {"videos": [r.public() for r in records], "offset": offset, "limit": limit, "total": total}
 
 
@@ -45,7 +46,7 @@ def get_video(video_id: str, ctx: Ctx):
 
 @router.delete("/videos/{video_id}", status_code=204, dependencies=AUTH, responses=ERRORS)
 def delete_video(video_id: str, ctx: Ctx):
-    """Remove a video from the store, its features and the FAISS index."""
+    """Remove a video: its row, features, key frames, kept source and its vectors in the coarse index."""
     record = ctx.engine.video(video_id)
     if record is None or not ctx.engine.delete(video_id):
         raise ApiError(404, "not_found", f"video_id: no indexed video with id {video_id}")
