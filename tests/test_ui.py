@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from bench.service_procs import free_port, service_env, start_api
+from bench.service_procs import free_port, service_env, start_api, wait_job
 from tests.clips import ASL, BIKES, CAR, PEOPLE, ROOT, clip, variant
 from tests.videos import write_png
 
@@ -177,6 +177,25 @@ def test_upload_search_compare_in_the_browser(browser, server):
     expect(page.locator("tr.job.done")).not_to_have_count(0)
     expect(page.locator("#health")).to_contain_text("worker")
     assert not page.alerts and not page.errors, (page.alerts, page.errors)
+
+
+def test_duplicate_sets_in_the_browser(browser, server):
+    client = server["client"]
+    copy = variant(BIKES, 7, server["root"])  # the edited copy searched with above, now indexed too
+    r = client.post("/index", files=[("files", (copy.name, copy.read_bytes(), "video/mp4"))])
+    wait_job(client, r.json()["jobs"][0]["job_id"])
+    page = new_page(browser, server["url"])
+    page.goto("/#/duplicates")
+    page.click("#dup-run")
+    bikes = page.locator(".dup-set").filter(has_text=BIKES)
+    expect(bikes).to_have_count(1)
+    expect(bikes.locator(".video-row")).to_have_count(2)
+    expect(bikes).to_contain_text(copy.name)
+    expect(page.locator(".dup-set")).to_have_count(1)  # nothing unrelated is grouped
+    bikes.get_by_role("link", name="Compare").click()
+    expect(page.locator("#heatmap")).to_be_visible()
+    expect(page.locator("button.segment")).not_to_have_count(0)
+    assert not page.errors, page.errors
 
 
 def test_keyboard_reaches_every_view(browser, server):

@@ -536,6 +536,53 @@ async function renderVideo(id) {
   } catch (e) { neighbours.replaceChildren(el("li", { class: "error" }, e.message)); }
 }
 
+// ----- Duplicate sets of the whole collection
+async function renderDuplicates() {
+  const slider = el("input", { id: "dup-confidence", type: "number", min: 0, max: 1, step: 0.05, value: 0.5 });
+  const button = el("button", { type: "button", id: "dup-run" }, "Group the collection");
+  const status = el("p", { id: "dup-status", "aria-live": "polite" });
+  const sets = el("div", { id: "dup-sets" });
+  show(el("section", { class: "panel" }, el("h1", {}, "Duplicate sets"),
+    el("p", { class: "hint" }, "Every video searches the collection once; pairs above the confidence are grouped into sets."),
+    el("div", { class: "row" }, el("label", { for: "dup-confidence" }, "Minimum confidence"), slider, button), status),
+  sets);
+  const load = async () => {
+    let result;
+    try { result = await api("/duplicates"); } catch (e) {
+      sets.replaceChildren(el("p", {}, e.status === 404 ? "No grouping has run yet." : e.message));
+      return;
+    }
+    status.textContent = `${result.groups.length} sets, ${result.grouped} of ${result.videos} videos grouped at confidence ≥ ${result.min_confidence}`;
+    sets.replaceChildren(...result.groups.map((g, i) => {
+      const best = new Map();
+      for (const p of g.pairs) {  // each video's strongest pair with the representative, for Compare
+        const other = p.a === g.representative ? p.b : p.b === g.representative ? p.a : null;
+        if (other && !best.has(other)) best.set(other, p);
+      }
+      return el("section", { class: "panel dup-set", "aria-label": `set ${i + 1}` },
+        el("h2", {}, `Set ${i + 1}: ${g.videos.length} videos`),
+        el("ul", { class: "videos" }, g.videos.map((v) => el("li", { class: "video-row" },
+          el("img", { src: `/videos/${encodeURIComponent(v.id)}/thumbnail`, alt: "", loading: "lazy" }),
+          el("div", {}, el("a", { class: "source", href: `#/video/${encodeURIComponent(v.id)}` }, v.source),
+            el("p", { class: "hint" }, v.id === g.representative ? `representative · ${clock(v.duration)}`
+              : `confidence ${percent(best.has(v.id) ? best.get(v.id).confidence : null)} · ${clock(v.duration)}`)),
+          v.id === g.representative ? el("span") : el("div", { class: "actions" },
+            el("a", { class: "button", href: `#/compare/${encodeURIComponent(g.representative)}/${encodeURIComponent(v.id)}` }, "Compare"))))));
+    }));
+  };
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const accepted = await api("/duplicates", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ min_confidence: Number(slider.value) }) });
+      const job = await waitJob(accepted.job_id, (j) => { status.textContent = `${j.state}: ${j.stage} ${Math.round(j.progress || 0)}%`; });
+      if (job.state !== "done") throw new Error(`${job.error_code}: ${job.error_message}`);
+      await load();
+    } catch (e) { status.replaceChildren(errorBox(e.message)); } finally { button.disabled = false; }
+  });
+  await load();
+}
+
 // ----- Jobs and health
 async function renderJobs() {
   const health = el("div", { id: "health" });
@@ -577,6 +624,7 @@ async function route() {
   else if (parts[0] === "video") await renderVideo(parts[1]);
   else if (parts[0] === "compare") await renderCompare(parts.slice(1));
   else if (parts[0] === "jobs") await renderJobs();
+  else if (parts[0] === "duplicates") await renderDuplicates();
   else renderSearch(parts[1] || null);
   document.body.dataset.ready = parts[0] || "search";
 }
