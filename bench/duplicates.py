@@ -35,7 +35,7 @@ from tqdm import tqdm
 from bench.copies import split
 from bench.report import engine_config, publish, table
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "duplicates"

@@ -16,7 +16,7 @@ from bench.report import publish, table
 from bench.samples import SHARED, h264_set, hour_long
 from indexer.decode import iter_frames, probe
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 
 
 def decode_only(engine: Engine, files: list[Path]) -> float:

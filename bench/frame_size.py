@@ -30,7 +30,7 @@ from bench.report import publish, table
 from bench.samples import SHARED, h264_set
 from indexer.decode import iter_frames, probe
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 from model.encoder import DEFAULT_SIZE, shipped_pca
 from model.similarity import HAPVRSimilarity
 

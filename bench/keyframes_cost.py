@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.report import publish, table
 from indexer.decode import probe
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "videos"
 

@@ -65,7 +65,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     body = table(["client threads", "requests", "200 OK", "requests/s", "p50 ms", "p95 ms"], rows)
     from indexer.engine import Engine
-    from indexer.settings import Settings
+    from config.settings import Settings
 
     config = engine_config(Engine(Settings(data=Path(tempfile.mkdtemp(prefix="hapvr-cfg-")))))
     body += (f"\n\nEngine: {config}. Each request uploads one of the demo clips (83 KB to 505 KB, 2-40 s) and waits for the ranked "

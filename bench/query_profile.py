@@ -21,7 +21,7 @@ import torch
 from bench.report import engine_config, publish, table
 from bench.search_scale import FRAMES, POOL, build, near_copy, real_features
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 
 
 def parts(engine: Engine, query: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, float]:

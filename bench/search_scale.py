@@ -30,7 +30,7 @@ from bench.report import engine_config, publish, rss_mb, table
 from bench.samples import SHARED
 from indexer.coarse import CoarseIndex, build_ivf, frame_descriptors, pack_ids
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 
 FRAMES = 60
 POOL = 2000

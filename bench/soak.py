@@ -178,7 +178,7 @@ def main() -> None:
     memory = "; ".join(drift(n) for n in sorted(rss))
     held = not (fives or rec.errors or not_done or missing or twice)
     from indexer.engine import Engine
-    from indexer.settings import Settings
+    from config.settings import Settings
 
     config = engine_config(Engine(Settings(data=work / "cfg")))
     body = table(["route", "requests", "per s", "p50 ms", "p95 ms", "statuses"], routes)

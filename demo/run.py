@@ -14,7 +14,7 @@ from tqdm import tqdm
 from bench import videoedit as ve
 from indexer.cli import _format_table
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 CLIPS = HERE / "videos"

@@ -1,4 +1,4 @@
-"""Which catalog and feature store a process uses, from one URL setting each (indexer/settings.py):
+"""Which catalog and feature store a process uses, from one URL setting each (config/settings.py):
 
     HAPVR_CATALOG    unset: SQLite in HAPVR_DATA; postgresql://user:password@host:5432/db
     HAPVR_FEATURES   unset: files in HAPVR_DATA/features; s3://bucket/prefix (HAPVR_S3_ENDPOINT for a

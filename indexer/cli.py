@@ -27,7 +27,7 @@ def expand_paths(paths: list[str]) -> Iterator[Path]:
 
 
 def _settings(args: argparse.Namespace):
-    from indexer.settings import Settings
+    from config.settings import Settings
 
     return Settings(**({"data": Path(args.data)} if args.data else {}))
 
@@ -251,7 +251,7 @@ def _sampled_frames(files: list[Path], fps: float, size_for, quiet: bool) -> Ite
 
 
 def cmd_learn_pca(args: argparse.Namespace) -> int:
-    from indexer.settings import Settings
+    from config.settings import Settings
     from model.encoder import FrameEncoder
     from model.learn_pca import learn_and_save
 
@@ -268,7 +268,7 @@ def cmd_learn_pca(args: argparse.Namespace) -> int:
 def cmd_calibrate_int8(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from indexer.settings import Settings
+    from config.settings import Settings
     from model import preprocess
     from model.encoder import FrameEncoder
     from model.quantize import calibrate

@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from config.limits import Limits
 from indexer.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -30,25 +31,6 @@ av.logging.set_level(None)
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mkv .webm .avi .mov .mpg .mpeg .ts .m2ts .mts .wmv .flv .3gp .ogv .gif .mxf".split()
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Refuse inputs beyond these before spending time on them."""
-
-    max_bytes: int = 4 * 1024**3
-    max_duration_s: float = 4 * 3600.0
-    max_pixels: int = 8192 * 8192
-    min_side: int = 16
-    #: declared frame rates above this are refused (a bomb declares millions of tiny frames per second)
-    max_fps: float = 1000.0
-
-    def max_frames(self, info: "VideoInfo") -> int:
-        """The most frames decoding may deliver for a probed file before it is treated as corrupt or
-        hostile: four times what the declared duration and rate allow (FFmpeg estimates some durations),
-        plus two minutes at 25/s; a file with no declared duration gets the duration limit."""
-        duration = info.duration if info.duration > 0 else self.max_duration_s
-        return int(max(duration, 1.0) * min(max(info.fps, 60.0), self.max_fps) * 4) + 3000
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from indexer.explain import matrix_view
 from indexer.keyframes import KeyframeCollector, Keyframes
 from indexer.prefetch import Prefetch
 from indexer.segments import align
-from indexer.settings import Settings, get_settings
+from config.settings import Settings, get_settings
 from indexer.store import Store, VideoRecord
 from model.checkpoint import load_similarity
 from model.encoder import FrameEncoder, encoder_version, feature_space

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from indexer.cli import expand_paths
-    from indexer.settings import Settings
+    from config.settings import Settings
     from model.checkpoint import save_similarity
     from model.encoder import FrameEncoder
     from model.similarity import HEADS

@@ -51,7 +51,7 @@ def render(schema: dict) -> str:
 
 
 def current() -> str:
-    from indexer.settings import Settings
+    from config.settings import Settings
     from service.app import create_app
 
     return render(create_app(Settings(data=Path("/tmp/hapvr-apidoc"))).openapi())

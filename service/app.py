@@ -15,7 +15,7 @@ import time
 from fastapi import FastAPI
 
 from indexer.engine import Engine
-from indexer.settings import Settings, get_settings
+from config.settings import Settings, get_settings
 from service import errors
 from service.context import Context
 from service.jobs import LocalQueue, make_queue

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 from service.errors import ApiError
 from service.limits import retry_after
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from indexer.engine import Engine
 from indexer.errors import InputError
-from indexer.settings import Settings
+from config.settings import Settings
 from service.jobs import Cancelled, Job, LocalQueue, RedisQueue, make_queue
 from service.staging import SharedFolder, Staging, make_staging
 

@@ -125,7 +125,7 @@ def test_kill_9_mid_indexing_leaves_a_consistent_store(tmp_path, made):
     proc.wait()
 
     from indexer.engine import Engine
-    from indexer.settings import Settings
+    from config.settings import Settings
 
     engine = Engine(Settings(data=data, cache_dir=Path(env["HAPVR_CACHE_DIR"])))
     rows = engine.store.list()

@@ -250,7 +250,7 @@ def deployment(request, compose_cmd, build_env, say):
 def embedded_scores(tmp_path: Path, query: Path) -> dict[str, float]:
     """The same query on the embedded engine (the CLI's path): scores by file name."""
     from indexer.engine import Engine
-    from indexer.settings import Settings
+    from config.settings import Settings
 
     engine = Engine(Settings(data=tmp_path / "embedded"))
     for name in COLLECTION:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from indexer.settings import Settings
+from config.settings import Settings
 from tests.clips import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

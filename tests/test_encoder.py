@@ -114,7 +114,7 @@ def test_pool_windows_give_a_covering_3x3_grid():
 
 
 def test_default_side_per_backbone_and_its_shipped_pca(monkeypatch):
-    from indexer.settings import Settings
+    from config.settings import Settings
     from model.encoder import DEFAULT_SIZE, EncoderConfig, shipped_pca
 
     assert EncoderConfig().size == DEFAULT_SIZE["efficientnet-lite0"] == 176
@@ -242,7 +242,7 @@ def test_int8_is_refused_where_it_cannot_run(tmp_path):
                      cache_dir=tmp_path)
     with pytest.raises(ValueError, match="precision"):
         EncoderConfig(precision="int4")
-    from indexer.settings import Settings
+    from config.settings import Settings
 
     with pytest.raises(ValueError, match="auto, fp32 or int8"):
         Settings(encoder_precision="int4").encoder_config()

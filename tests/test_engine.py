@@ -10,7 +10,7 @@ import pytest
 from bench import videoedit as ve
 from indexer.engine import Engine
 from indexer.errors import InputError
-from indexer.settings import Settings
+from config.settings import Settings
 from model.checkpoint import load_similarity
 from tests.clips import ASL, BIKES, BOTTLE, CAR, CLASSROOM, COLLECTION, clip, variant
 

@@ -1,5 +1,6 @@
-"""The layers go one way (docs/ARCHITECTURE.md): model/ (the math) imports nothing above it, and the HTTP
-service reaches stored data only through the engine, never through the store or its backends."""
+"""The layers go one way (docs/ARCHITECTURE.md): model/ (the math) imports nothing above it, config/ (the
+settings) nothing but model/, and the HTTP service reaches stored data only through the engine, never
+through the store or its backends."""
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,14 @@ def imports(folder: Path) -> list[tuple[str, str]]:
 
 
 def test_model_imports_nothing_above_it():
-    above = [(f, m) for f, m in imports(ROOT / "model") if m.split(".")[0] in ("indexer", "service", "bench", "demo")]
+    above = [(f, m) for f, m in imports(ROOT / "model") if m.split(".")[0] in ("config", "indexer", "service", "bench", "demo")]
     assert not above, above
+
+
+def test_the_settings_sit_below_the_engine():
+    above = [(f, m) for f, m in imports(ROOT / "config") if m.split(".")[0] in ("indexer", "service", "bench", "demo")]
+    assert not above, above
+    assert not (ROOT / "indexer" / "settings.py").exists()
 
 
 def test_the_service_reaches_stored_data_only_through_the_engine():

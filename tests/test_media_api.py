@@ -134,7 +134,7 @@ def test_key_frames_keep_the_displayed_aspect_of_a_landscape_and_a_phone_video(t
     """The encoder's frames are squashed square; key frames are shown at the video's displayed aspect,
     turned for a file whose display matrix rotates it (as phones write them)."""
     from indexer.engine import Engine
-    from indexer.settings import Settings
+    from config.settings import Settings
     from tests.videos import rotate_mp4
 
     engine = Engine(Settings(data=tmp_path / "data", cache_dir=tmp_path / "cache"))

@@ -24,7 +24,7 @@ from bench.copies.peers import all_peers
 from bench.metrics import summary
 from bench.report import publish, table
 from indexer.engine import Engine
-from indexer.settings import Settings
+from config.settings import Settings
 from model.checkpoint import load_similarity
 from model.similarity import HAPVRSimilarity
 

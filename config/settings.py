@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexer.decode import Limits
+from config.limits import Limits
 from model.encoder_config import DEFAULT_SIZE, PRECISIONS, EncoderConfig, shipped_int8_ranges, shipped_pca
 
 
