@@ -352,10 +352,25 @@ def test_orphan_features_in_s3_are_removed(s3, pg_url, tmp_path):
     bucket = s3.bucket(f"orphans-{uuid.uuid4().hex[:8]}")
     engine = Engine(cluster_settings(tmp_path, pg_url, f"s3://{bucket}", s3.endpoint))
     engine.index(clip(CAR))
-    engine.store.write_features(np.zeros((3, 9, 512), dtype=np.float16))  # a crash before the row
-    assert len(list(engine.store.features.list())) == 2
+    orphan = engine.store.write_features(np.zeros((3, 9, 512), dtype=np.float16))  # a crash before the row
+    engine.store.media.put(orphan, "keyframes.zip", b"written beside the features")
+    assert len(list(engine.store.features.list())) == 2 and len(list(engine.store.media.list())) == 2
     assert engine.store.remove_orphans(min_age_s=0) == 1
-    assert [v for v, _ in engine.store.features.list()] == [engine.store.list()[0].id]
+    kept = engine.store.list()[0].id
+    assert [v for v, _ in engine.store.features.list()] == [kept]
+    assert [v for v, _ in engine.store.media.list()] == [kept]  # the committed video keeps its key frames
+
+    # a Prometheus scrape every few seconds must not list the bucket every time
+    from service.jobs import LocalQueue
+    from service.metrics import Metrics
+
+    listings = []
+    engine.store.features.client.meta.events.register("before-call.s3.ListObjectsV2",
+                                                      lambda **kw: listings.append(kw))
+    metrics = Metrics(LocalQueue(), engine)
+    bodies = [metrics.render()[0].decode() for _ in range(5)]
+    assert len(listings) == 1, len(listings)
+    assert all("hapvr_index_videos 1.0" in b for b in bodies)
 
 
 def test_a_recreated_catalog_does_not_reuse_a_stale_coarse_index(tmp_path, s3):
