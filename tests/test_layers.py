@@ -44,3 +44,11 @@ def test_the_service_reaches_stored_data_only_through_the_engine():
                     isinstance(node.value, (ast.Name, ast.Attribute)):
                 touches.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not touches, touches
+
+
+def test_the_engine_stages_are_handed_their_collaborators():
+    """models, embedding, ingest and search never reach back into the engine that composes them."""
+    stages = [ROOT / "indexer" / f"{name}.py" for name in ("models", "embedding", "ingest", "search")]
+    back = [(str(p.relative_to(ROOT)), m) for p in stages for f, m in imports(p.parent) if f == str(p.relative_to(ROOT))
+            and m == "indexer.engine"]
+    assert not back, back
