@@ -135,6 +135,16 @@ class Worker:
         p = job.payload
         # an upload is fetched from where it waits (service/staging.py); a server-side import is read in place
         path = self.staging.fetch(p["upload"]) if p.get("upload") else Path(p["path"]) if p.get("path") else None
+        try:
+            return self._run_on(job, path, progress)
+        except InputError as exc:
+            if p.get("upload") and path is not None:  # name the file as the client sent it, not where it waited
+                raise InputError(exc.code, exc.message.replace(str(path), p.get("filename") or p.get("label")
+                                                                or "the upload")) from None
+            raise
+
+    def _run_on(self, job: Job, path: Path | None, progress) -> tuple[dict, dict]:
+        p = job.payload
         if job.kind == "index":
             # an upload is ours to keep (linked into the media store for the web UI's player); an import is
             # the operator's file, read in place and never moved

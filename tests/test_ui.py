@@ -18,7 +18,7 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from bench.service_procs import free_port, service_env, start_api, wait_job
-from tests.clips import ASL, BIKES, CAR, PEOPLE, ROOT, clip, variant
+from tests.clips import ASL, BIKES, BOTTLE, CAR, PEOPLE, ROOT, clip, faststart, variant
 from tests.videos import write_png
 
 CHROMIUM = "/usr/bin/chromium"
@@ -92,19 +92,22 @@ def test_upload_search_compare_in_the_browser(browser, server):
     shutil.copy(clip(PEOPLE), hostile)
     rejected = root / "holiday.mp4"  # a picture named like a video
     rejected.write_bytes(write_png(root / "holiday.png").read_bytes())
+    cut = root / "cut.mp4"  # its header probes fine, its frames end early: the job fails
+    cut.write_bytes(faststart(BOTTLE, root).read_bytes()[:200_000])
     page = new_page(browser, url)
 
     # Library: three clips, the hostile name and a rejected file, uploaded together
     page.goto("/#/library")
     page.set_input_files("#upload-files", [str(clip(BIKES)), str(clip(CAR)), str(clip(ASL)), str(hostile),
-                                           str(rejected)])
+                                           str(rejected), str(cut)])
     uploads = page.locator("#uploads li")
-    expect(uploads).to_have_count(5)
+    expect(uploads).to_have_count(6)
     for name in (BIKES, CAR, ASL, XSS):
         expect(uploads.filter(has_text=name).locator(".state")).to_have_text("indexed")
     reason = uploads.filter(has_text="holiday.mp4").locator(".error")
     expect(reason).to_contain_text("rejected")
     expect(reason).to_contain_text("holiday.mp4")
+    expect(uploads.filter(has_text="cut.mp4").locator(".error")).to_contain_text("truncated")
     expect(page.locator(".video-row")).to_have_count(4)
     # the hostile name is text wherever it shows: in the upload list as the browser gave it, and in the
     # library as an external id and metadata sent through the API (the server keeps those as they are)
@@ -173,8 +176,11 @@ def test_upload_search_compare_in_the_browser(browser, server):
         page.wait_for_function(f"() => document.body.dataset.ready === '{view[2:]}'")
         assert no_horizontal_scroll(page), view
 
-    # Jobs: the index jobs are listed with their states
+    # Jobs: the index jobs are listed with their states, the failed one with its error code
     expect(page.locator("tr.job.done")).not_to_have_count(0)
+    failed = page.locator("tr.job.failed", has_text="cut.mp4")
+    expect(failed).to_contain_text("truncated")
+    assert "uploads/" not in failed.inner_text()  # the file as the user named it, never a server path
     expect(page.locator("#health")).to_contain_text("worker")
     assert not page.alerts and not page.errors, (page.alerts, page.errors)
 
