@@ -43,7 +43,7 @@ from indexer.store import Store, VideoRecord
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "Embedded", "Decoding", "IndexOutcome", "Progress", "SHIPPED_CHECKPOINT", "sha256_file",
-           "bf16_matmul_is_faster", "InputError"]
+           "bf16_matmul_is_faster"]
 
 
 class Engine:

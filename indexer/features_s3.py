@@ -13,21 +13,17 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from indexer.errors import InputError
-from indexer.s3client import s3_client
+from indexer.s3client import bucket_and_prefix, s3_client
 
 
 class S3Features:
     def __init__(self, url: str, endpoint: str | None = None, cache_bytes: int = 512 << 20,
                  client=None):
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise InputError("backend_unavailable", f"feature store {url!r}: expected s3://bucket/prefix")
-        self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
+        self.bucket, self.prefix = bucket_and_prefix(url, "feature store")
         self.location = url
         self.client = client or s3_client(endpoint)
         self.cache_bytes = cache_bytes

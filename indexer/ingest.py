@@ -3,6 +3,7 @@ before the catalog row commits, the coarse index follows (through the engine's `
 file of a batch is decoding while the current one is embedded (indexer/prefetch.py)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,8 +33,6 @@ def _log_unexpected(path: Path, exc: Exception) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -13,10 +13,8 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from indexer.errors import InputError
-from indexer.s3client import s3_client
+from indexer.s3client import beside_features, bucket_and_prefix, s3_client
 
 #: blob names a front end may ask for (anything else is refused before it reaches a path or a key)
 NAMES = ("keyframes.zip", "source")
@@ -88,10 +86,7 @@ class LocalMedia:
 
 class S3Media:
     def __init__(self, url: str, endpoint: str | None = None, client=None):
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise InputError("backend_unavailable", f"media store {url!r}: expected s3://bucket/prefix")
-        self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
+        self.bucket, self.prefix = bucket_and_prefix(url, "media store")
         self.location = url
         self.client = client or s3_client(endpoint)
 
@@ -142,17 +137,9 @@ class S3Media:
         yield from newest.items()
 
 
-def media_url(settings) -> str:
-    """HAPVR_MEDIA, or `media/` under the S3 feature store's prefix; "" for the data folder."""
-    if settings.media:
-        return settings.media
-    if settings.features.startswith("s3://"):
-        return settings.features.rstrip("/") + "/media"
-    return ""
-
-
 def open_media(settings, data: Path):
-    url = media_url(settings)
+    """HAPVR_MEDIA, or `media/` under an S3 feature store's prefix, else `<data>/media`."""
+    url = beside_features(settings.media, settings.features, "media")
     if url.startswith("s3://"):
         return S3Media(url, settings.s3_endpoint or None)
     return LocalMedia(Path(url) if url else Path(data) / "media")

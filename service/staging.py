@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from indexer.s3client import beside_features, s3_client
+
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,6 @@ class S3Staging:
     """Uploads as objects `<prefix>/<uuid>-<name>`; workers copy them into `<data>/uploads/`."""
 
     def __init__(self, url: str, local: Path, endpoint: str | None = None):
-        from indexer.s3client import s3_client
-
         parts = urlsplit(url)
         self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
         self.local = local
@@ -98,11 +98,7 @@ class S3Staging:
 
 def uploads_url(settings) -> str:
     """HAPVR_UPLOADS, or `uploads/` under the S3 feature store's prefix; "" for the shared folder."""
-    if settings.uploads:
-        return settings.uploads
-    if settings.features.startswith("s3://"):
-        return settings.features.rstrip("/") + "/uploads"
-    return ""
+    return beside_features(settings.uploads, settings.features, "uploads")
 
 
 def make_staging(settings) -> Staging:

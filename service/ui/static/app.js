@@ -143,12 +143,11 @@ function timeline(label, duration, spans) {
   for (const [a, b] of spans) {
     const left = duration > 0 ? (100 * a) / duration : 0;
     const width = duration > 0 ? Math.max(1, (100 * (b - a)) / duration) : 100;
-    bar.append(el("span", { class: "span", style: null, "data-left": left.toFixed(2), "data-width": width.toFixed(2) }));
-  }
-  // positions through the CSSOM, not a style attribute (the policy allows no inline style)
-  for (const span of bar.querySelectorAll(".span")) {
-    span.style.left = `${span.dataset.left}%`;
-    span.style.width = `${Math.min(100 - span.dataset.left, span.dataset.width)}%`;
+    const span = el("span", { class: "span" });
+    // positioned through the CSSOM, not a style attribute (the policy allows no inline style)
+    span.style.left = `${left}%`;
+    span.style.width = `${Math.min(100 - left, width)}%`;
+    bar.append(span);
   }
   return el("div", { class: "timeline-row" }, el("span", { class: "timeline-label" }, label), bar);
 }
