@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test screenshots bench reliability bench-ablation train-checkpoint validate-setting clean
+.PHONY: setup demo test screenshots bench bench-stale reliability bench-ablation train-checkpoint validate-setting clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.duplicates
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.search_scale
+	$(BIN)/python -m bench.search_scale --milvus
+	$(BIN)/python -m bench.query_profile
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.keyframes_cost
+
+# only the sections measured with an engine other than today's default (bench/stale.py)
+bench-stale: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]' || $(BIN)/pip install -q imagehash==4.3.2 matplotlib==3.11.2
+	$(BIN)/python -m bench.stale --rerun
 
 # the long reliability runs whose figures are in docs/RELIABILITY.md (~15 min on 2 cores)
 reliability: $(STAMP)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import publish, table
+from bench.report import engine_config, publish, table
 from bench.samples import SHARED, h264_set, hour_long
 from indexer.decode import iter_frames, probe
 from indexer.engine import Engine
@@ -78,6 +78,7 @@ def main() -> None:
                      round(3600 / hour_decode_s, 1), round(3600 / hour_s, 1), round(hour_decode_s / hour_s, 2)])
         # the whole shared collection: many 2-5 s clips, sampled densely (>= 8 frames each)
         store = Engine(Settings(data=work / "all"))
+        config = engine_config(store)
         store.encoder, store.network = engine.encoder, engine.network
         clips = sorted(p for p in SHARED.iterdir() if p.is_file())
         list(store.index_many(clips))
@@ -103,6 +104,7 @@ def main() -> None:
     body += ("\n\nTarget: <= 40 MB per indexed video-hour. At 1 fps an hour is 3,600 frames x 9 KiB (fp16 9x512 "
              "region features) + FAISS (1 KiB fp16 per frame while flat, 0.5 KiB once IVF-SQ8). The shared "
              "collection is mostly 2-5 s clips sampled densely to at least 8 frames, hence more frames per second.")
+    body += f"\n\nEngine: {config}."
     publish("indexing", "Indexing throughput and disk", "python -m bench.engine_speed", body, print_only=args.no_write)
 
 

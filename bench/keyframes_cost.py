@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import publish, table
+from bench.report import engine_config, publish, table
 from indexer.decode import probe
 from indexer.engine import Engine
 from config.settings import Settings
@@ -62,7 +62,7 @@ def main() -> None:
                  "second decode). Here nearly every sampled frame becomes a key frame (short clips are sampled "
                  "densely, 8 frames at least); a long video keeps 120, so its share of the indexing time and "
                  "its MB per video-hour are far smaller. A kept upload (HAPVR_KEEP_UPLOADS) costs its own file "
-                 "size on top.")
+                 f"size on top. Engine: {engine_config(Engine(Settings(data=work / 'cfg')))}.")
         publish("keyframes", "Key frames for the web UI: indexing time and disk",
                 "python -m bench.keyframes_cost", body, args.no_write)
     finally:

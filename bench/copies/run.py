@@ -22,7 +22,7 @@ from bench.copies import split
 from bench.copies.families import FAMILIES, make_family
 from bench.copies.peers import all_peers
 from bench.metrics import summary
-from bench.report import publish, table
+from bench.report import engine_config, publish, table
 from indexer.engine import Engine
 from config.settings import Settings
 from model.checkpoint import load_similarity
@@ -180,7 +180,7 @@ def main() -> None:
     if ablation:
         write_ablation(queries, {name: systems[name] for name in ["untrained Chamfer", *ablation]}, args.no_write)
     main_table = {name: scores for name, scores in systems.items() if name not in ablation}
-    write_report(queries, main_table, timings, ious, index_s, peer_rows, args.no_write)
+    write_report(queries, main_table, timings, ious, index_s, peer_rows, args.no_write, engine_config(ours))
 
 
 def worst_family(queries: list[dict], scores: dict, base: dict) -> tuple[float, str]:
@@ -237,7 +237,7 @@ def _iou(seg: dict, truth: dict, family: str) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def write_report(queries, systems, timings, ious, index_s, peer_rows, no_write) -> None:
+def write_report(queries, systems, timings, ious, index_s, peer_rows, no_write, config: str) -> None:
     database = split.all_clips()
     families = FAMILIES + ["natural"]
     names = list(systems)
@@ -270,6 +270,7 @@ def write_report(queries, systems, timings, ious, index_s, peer_rows, no_write) 
              "deterministically by `bench/copies/families.py` (seeds from the family and file names), plus the "
              "5 natural near-duplicates. A query's positives are its original and that original's natural "
              "near-duplicate. Split and relevance: `bench/copies/split.py`. Plot: `docs/copies_map.png`.")
+    body += f"\nEngine (ours): {config}."
     _plot(families, per_family_map)
     publish("copies", "Copy detection on real clips (per family)", "python -m bench.copies.run", body, print_only=no_write)
 
