@@ -10,7 +10,7 @@ builds by default. A section of `DEPENDS` is stale when it does not name today's
   that cite it; rerunning a benchmark rewrites its section, which drops the warning;
 - `--rerun` runs the stale sections' own `Rerun:` commands (what `make bench-stale` does).
 
-`tests/test_docs.py` fails when a stale section or target row is not marked, so a change of default
+`tests/test_bench_stale.py` fails when a stale section or target row is not marked, so a change of default
 cannot leave old numbers looking current.
 """
 from __future__ import annotations
