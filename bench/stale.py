@@ -56,7 +56,8 @@ def sections(text: str) -> dict[str, str]:
 def stale(text: str, config: str) -> list[str]:
     """The sections of `DEPENDS` present in `text` that do not name `config` (or name no engine at all)."""
     have = sections(text)
-    return [name for name in DEPENDS if name in have and config not in have[name]]
+    measured = {n: "\n".join(l for l in body.splitlines() if not l.startswith(MARK)) for n, body in have.items()}
+    return [name for name in DEPENDS if name in have and config not in measured[name]]
 
 
 def rerun_command(body: str) -> str:

@@ -26,6 +26,7 @@ def test_a_section_of_another_engine_is_stale_and_marking_shows_it_there_and_in_
     assert unmarked(old, NOW) == ["section scale", "| latency | 300 ms | met | `scale` |"]
     marked = mark(old, NOW)
     assert unmarked(marked, NOW) == [] and mark(marked, NOW) == marked
+    assert stale(marked, NOW) == ["scale"]  # the flag names today's engine but is not a measurement
     assert (f"{MARK} this section does not name today's default engine ({NOW}) as the one it measured; "
             "rerun `python -m bench.search_scale`") in marked
     assert "| latency | 300 ms | **stale** (scale); met | `scale` |" in marked
