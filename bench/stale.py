@@ -129,15 +129,16 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="run each stale section's Rerun command")
     args = parser.parse_args()
     text, config = DOC.read_text(), default_config()
-    names = stale(text, config)
+    names, have = stale(text, config), sections(text)
+    commands = {name: rerun_command(have[name]) for name in names}
     print(f"default engine: {config}")
     for name in names:
-        print(f"stale: {name}: rerun `{rerun_command(sections(text).get(name, '')) or 'its benchmark'}`")
+        print(f"stale: {name}: rerun `{commands[name] or 'its benchmark'}`")
     if args.mark:
         DOC.write_text(mark(text, config))
     if args.rerun:
         for name in names:
-            command = rerun_command(sections(text)[name])
+            command = commands[name]
             if command.startswith("python "):
                 subprocess.run(runnable(command), check=True)
             else:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from indexer.s3client import beside_features, s3_client
+from indexer.s3client import beside_features, bucket_and_prefix, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ class S3Staging:
     """Uploads as objects `<prefix>/<uuid>-<name>`; workers copy them into `<data>/uploads/`."""
 
     def __init__(self, url: str, local: Path, endpoint: str | None = None):
-        parts = urlsplit(url)
-        self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
+        self.bucket, self.prefix = bucket_and_prefix(url, "upload staging")
         self.local = local
         self.client = s3_client(endpoint)
 
