@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "assets" / "hapvr_sim.pt"
 
 
+def _bf16_is_faster(run) -> bool:
+    """Whether `run(dtype)` takes under 0.8x the float32 time in bfloat16 (one warm-up, three timed runs)."""
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        run(dtype)  # warm-up: oneDNN picks its kernel
+        start = time.perf_counter()
+        for _ in range(3):
+            run(dtype)
+        timings[dtype] = time.perf_counter() - start
+    return timings[torch.bfloat16] < 0.8 * timings[torch.float32]
+
+
 @functools.cache
 def bf16_matmul_is_faster() -> bool:
     """Whether bf16 region dot products beat float32 on this CPU, measured once per process (~0.1 s).
@@ -38,15 +50,23 @@ def bf16_matmul_is_faster() -> bool:
     side of that product and 4,096 target regions.
     """
     q32, t32 = torch.randn(540, 512), torch.randn(512, 4096)
-    timings = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        q, t = q32.to(dtype), t32.to(dtype)
-        q @ t  # warm-up: oneDNN picks its kernel
-        start = time.perf_counter()
-        for _ in range(3):
-            q @ t
-        timings[dtype] = time.perf_counter() - start
-    return timings[torch.bfloat16] < 0.8 * timings[torch.float32]
+    return _bf16_is_faster(lambda dtype: q32.to(dtype) @ t32.to(dtype))
+
+
+@functools.cache
+def bf16_conv_is_faster() -> bool:
+    """Whether the comparator CNN runs faster in bf16 on this CPU, measured once per process (~0.2 s):
+    a batch of 8 S^F matrices of 60 x 60 frames. Probed apart from the matrix product because oneDNN's
+    bf16 convolutions and GEMMs need different CPU units to pay off."""
+    from model.similarity import VideoComparator
+
+    cnn, x = VideoComparator().eval(), torch.randn(8, 1, 60, 60)
+
+    def run(dtype: torch.dtype) -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            cnn(x.to(dtype))
+
+    return _bf16_is_faster(run)
 
 
 class Models:
@@ -122,14 +142,18 @@ class Models:
                 net.chamfer_mix = s.chamfer_mix
             if s.comparator is not None:
                 net.comparator = s.comparator
-        net.compute_dtype = self._rerank_dtype()
+        net.compute_dtype, net.comparator_dtype = self._rerank_dtypes()
         return net.to(self.device).eval()
 
-    def _rerank_dtype(self) -> torch.dtype:
+    def _rerank_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
+        """The dtypes of the region products and of the comparator's convolutions on this device."""
         choice = self.settings.rerank_precision
         if choice == "auto":
-            return torch.bfloat16 if self.device.type == "cpu" and bf16_matmul_is_faster() else torch.float32
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
+            cpu = self.device.type == "cpu"
+            return tuple(torch.bfloat16 if cpu and faster() else torch.float32
+                         for faster in (bf16_matmul_is_faster, bf16_conv_is_faster))
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
+        return dtype, dtype
 
     @cached_property
     def model_version(self) -> str:

@@ -210,7 +210,8 @@ def test_coarse_index_switches_to_ivf_and_survives_reopen(tmp_path):
 
 
 def test_bfloat16_rerank_ranks_like_float32(engine, copies):
-    """The CPU fast path (bf16 region dot products) keeps the ranking and moves scores by < 0.01."""
+    """The CPU fast path (bf16 region dot products and comparator convolutions) keeps the ranking and
+    moves scores by < 0.01."""
     import torch
 
     path, _ = copies["text"]
@@ -218,14 +219,15 @@ def test_bfloat16_rerank_ranks_like_float32(engine, copies):
     records = engine.store.list()
     targets = [torch.from_numpy(np.array(engine.store.load_features(r.id))) for r in records]
     net = engine.network
-    saved = net.compute_dtype
+    assert net.uses_comparator  # the shipped checkpoint: both bf16 paths run
+    saved = net.compute_dtype, net.comparator_dtype
     try:
-        net.compute_dtype = torch.float32
+        net.compute_dtype = net.comparator_dtype = torch.float32
         exact, _ = net.similarity(emb.features, targets)
-        net.compute_dtype = torch.bfloat16
+        net.compute_dtype = net.comparator_dtype = torch.bfloat16
         fast, _ = net.similarity(emb.features, targets)
     finally:
-        net.compute_dtype = saved
+        net.compute_dtype, net.comparator_dtype = saved
     assert torch.argmax(exact) == torch.argmax(fast)
     assert torch.allclose(exact, fast, atol=0.01)
     top = torch.topk(exact, 3).indices

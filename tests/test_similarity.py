@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.checkpoint import load_similarity, save_similarity
-from model.similarity import HAPVRSimilarity, RegionMax, topk_chamfer
+from model.similarity import HAPVRSimilarity, RegionMax, max_pool2, topk_chamfer
 
 
 def test_topk_chamfer_k1_is_chamfer_and_k_all_is_mean():
@@ -57,6 +57,31 @@ def test_batched_scores_equal_one_by_one():
     together, _ = net.similarity(query, targets)
     alone = torch.stack([net.similarity(query, [t])[0][0] for t in targets])
     assert torch.allclose(together, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_max_pool_gives_max_pool2d_values(dtype):
+    g = torch.Generator().manual_seed(3)
+    for shape in ((2, 3, 8, 10), (1, 4, 7, 9), (3, 1, 3, 5)):
+        x = torch.randn(*shape, generator=g).to(dtype)
+        with torch.no_grad():
+            assert torch.equal(max_pool2(x), torch.nn.functional.max_pool2d(x, 2, 2)), shape
+
+
+def test_inference_comparator_scores_like_the_training_computation():
+    """The inference path (strided-maxima pools, no mask for a batch of one length) gives the scores of
+    the computation training differentiates, for equal and for mixed lengths."""
+    torch.manual_seed(0)
+    net = HAPVRSimilarity(learned=True).eval()
+    for lengths in ((20, 20, 20), (9, 20, 31)):
+        f2f = torch.randn(len(lengths), 15, max(lengths))
+        mask = torch.zeros(len(lengths), max(lengths))
+        for row, n in enumerate(lengths):
+            mask[row, :n] = 1
+        with torch.no_grad():
+            fast = net.video_score(f2f * mask[:, None, :], None if len(set(lengths)) == 1 else mask)
+        trained = net.video_score(f2f * mask[:, None, :], mask).detach()
+        assert torch.allclose(fast, trained, atol=1e-6), lengths
 
 
 def test_long_targets_are_chunked_and_averaged():
