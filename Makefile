@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.search_scale
 	$(BIN)/python -m bench.search_scale --milvus
 	$(BIN)/python -m bench.query_profile
+	$(BIN)/python -m bench.coarse_recall
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.keyframes_cost
 

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     comparator: bool | None = Field(None, description="false: score a checkpoint's attended features with the "
                                     "training-free Chamfer instead of its comparator CNN (true: the paper's "
                                     "network); unset: the checkpoint's own choice")
-    rerank_precision: str = Field("auto", description="auto (bfloat16 on CPU when a start-up probe finds it faster), float32, bfloat16")
+    rerank_precision: str = Field("auto", description="auto (bfloat16 region products and comparator convolutions "
+                                  "on CPU, each where a start-up probe finds it faster), float32, bfloat16")
     confidence_map: Path | None = Field(None, description="calibrated-confidence map (indexer/confidence.py); "
                                         "unset: the shipped one, used only with the model version it was fitted for")
     f2f_topk_rate: float = 0.1

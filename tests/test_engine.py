@@ -311,3 +311,26 @@ def test_the_rerank_cascade_keeps_the_top_results_and_their_segments(engine, cop
         assert b["results"][0]["segments"] == a["results"][0]["segments"]
         assert len(b["results"]) == 2  # top_k wins over a smaller cascade
         assert narrow.query(path, top_k=5)["results"][4:]  # ... and so does a larger top_k
+
+
+def test_coarse_candidates_keep_each_videos_better_orientation():
+    """Both views go through the vector index in one call; each video keeps the view whose mean best
+    neighbour score is higher, the excluded video never appears, and the limit cuts the ranking."""
+    from indexer.search import coarse_candidates
+
+    class Index:  # the VectorIndex contract's search: Tq x k scores and video seqs
+        calls = 0
+
+        def search(self, descriptors, k):
+            Index.calls += 1
+            assert len(descriptors) == 4 and k == 2  # 2 frames per view, one call
+            scores = np.array([[0.9, 0.2], [0.7, 0.1], [0.3, 0.8], [0.4, 0.6]], dtype=np.float32)
+            seqs = np.array([[1, 2], [1, 3], [1, 2], [3, 2]])
+            return scores, seqs, np.zeros_like(seqs)
+
+    views = [np.zeros((2, 4), np.float32), np.ones((2, 4), np.float32)]
+    ranked = coarse_candidates(Index(), views, 2, exclude_seq=None, limit=10)
+    assert Index.calls == 1
+    # video 1: view 0 (0.9 + 0.7) / 2 = 0.8 beats view 1 0.15; video 2: view 1 (0.8 + 0.6) / 2 = 0.7
+    assert [(seq, round(score, 3), view) for seq, score, view in ranked] == [(1, 0.8, 0), (2, 0.7, 1), (3, 0.2, 1)]
+    assert [seq for seq, _, _ in coarse_candidates(Index(), views, 2, exclude_seq=1, limit=1)] == [2]
