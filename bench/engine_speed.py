@@ -57,8 +57,8 @@ def main() -> None:
             decode_s = index_s = float("inf")
             for attempt in range(2):  # interleaved, best of two: this VM's speed drifts by 10-20%
                 decode_s = min(decode_s, timed(lambda: decode_only(engine, files)))
-                fresh = Engine(Settings(data=work / f"idx{height}-{attempt}"))
-                fresh.encoder, fresh.network = engine.encoder, engine.network  # models loaded once, as in a worker
+                # models loaded once, as in a worker
+                fresh = Engine(Settings(data=work / f"idx{height}-{attempt}"), models=engine.models)
                 index_s = min(index_s, timed(lambda: list(fresh.index_many(files))))  # as `hapvr index` does
                 fresh.save()
             disk_rows.append(_disk(work / f"idx{height}-1", fresh, seconds, f"{height}p, 6 files"))
@@ -66,8 +66,7 @@ def main() -> None:
                          round(seconds / index_s, 1), round(decode_s / index_s, 2)])
         # an hour-long file: disk per video-hour without a tiny store's fixed SQLite overhead, and flat memory
         hour = hour_long(360)
-        long = Engine(Settings(data=work / "hour"))
-        long.encoder, long.network = engine.encoder, engine.network
+        long = Engine(Settings(data=work / "hour"), models=engine.models)
         peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         hour_s = timed(lambda: list(long.index_many([hour])))
         peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -77,9 +76,8 @@ def main() -> None:
         rows.append([f"360p H.264 at 5 frames/s, one {probe(hour).duration / 3600:.0f} h file",
                      round(3600 / hour_decode_s, 1), round(3600 / hour_s, 1), round(hour_decode_s / hour_s, 2)])
         # the whole shared collection: many 2-5 s clips, sampled densely (>= 8 frames each)
-        store = Engine(Settings(data=work / "all"))
+        store = Engine(Settings(data=work / "all"), models=engine.models)
         config = engine_config(store)
-        store.encoder, store.network = engine.encoder, engine.network
         clips = sorted(p for p in SHARED.iterdir() if p.is_file())
         list(store.index_many(clips))
         store.save()

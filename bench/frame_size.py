@@ -62,8 +62,7 @@ def indexing_ratio(engine: Engine, work: Path) -> tuple[float, float]:
     files = h264_set(360)
     seconds = sum(probe(f).duration for f in files)
     decode_s = timed(lambda: decode_only(engine, files))
-    fresh = Engine(engine.settings.model_copy(update={"data": work}))
-    fresh.encoder, fresh.network = engine.encoder, engine.network
+    fresh = Engine(engine.settings.model_copy(update={"data": work}), models=engine.models)
     index_s = timed(lambda: list(fresh.index_many(files)))
     return seconds / index_s, decode_s / index_s
 

@@ -53,10 +53,13 @@ class Engine:
     KEYFRAME_CACHE = 32
     BLANK_QUERY = Searcher.BLANK_QUERY
 
-    def __init__(self, settings: Settings | None = None, data: str | Path | None = None):
+    def __init__(self, settings: Settings | None = None, data: str | Path | None = None,
+                 models: Models | None = None):
+        """`models`: another engine's, already loaded (benchmarks that index into several fresh stores
+        with one set of models, as one worker does); they must come from the same model settings."""
         self.settings = settings or get_settings()
         self.data = Path(data) if data is not None else self.settings.data
-        self.models = Models(self.settings)
+        self.models = models or Models(self.settings)
         self.embedder = Embedder(self.settings, self.models)
         self._lock = threading.RLock()
         self._last_save = time.monotonic()
