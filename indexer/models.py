@@ -150,6 +150,8 @@ class Models:
             if s.comparator is not None:
                 net.comparator = s.comparator
         net.compute_dtype, net.comparator_dtype = self._rerank_dtypes()
+        log.info("re-rank precision: region products %s, comparator %s (HAPVR_RERANK_PRECISION=%s)",
+                 net.compute_dtype, net.comparator_dtype, self.settings.rerank_precision)
         return net.to(self.device).eval()
 
     def _rerank_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
