@@ -8,8 +8,9 @@ copy benchmark's test queries (every edit family, mirrored view included, as a s
 through `indexer.search.coarse_candidates` at several `nprobe`. The clips' and the queries' descriptors
 first go through one fixed random signed permutation of the 512 dimensions, the kind of map that makes
 each synthetic video (dot products, hence every score, are unchanged): the IVF lists were trained on
-the synthetic videos, and the clips must be as much in their distribution as any of them (untransformed,
-they would fall into lists their neighbours do not share and the recall would be too low). Reported: the share of queries whose
+the synthetic videos, and the clips should be as much in their distribution as any of them (without
+it the numbers come out close: 0.897 and 0.866 of the sources found at nprobe 16 among 10k and 100k).
+Reported: the share of queries whose
 source (or its natural near-duplicate) is among the candidates the re-rank sees (`HAPVR_CANDIDATES`),
 the share where it is the coarse stage's first, and the coarse stage's time per query. What it cannot
 show: synthetic videos are unrelated to every query by construction, so a collection with many near
@@ -109,11 +110,12 @@ def main() -> None:
                   "coarse p95 ms", "queries missing their source, by family"], rows)
     body += ("\n\n" + f"Engine: {engine_config(ours)}. Index: IVF-SQ8 of the synthetic collection "
              f"(`indexer.coarse.build_ivf`), {settings.frame_neighbours} neighbours per query frame, the "
-             "query and its mirror in one search; the 57 shared clips' own descriptors added to it (clips and queries under one signed permutation, see the module docstring). Queries: "
+             "query and its mirror in one search; the 57 shared clips' own descriptors added to it (clips and "
+             "queries under one signed permutation, see the module docstring). Queries: "
              "the copy benchmark's test queries (19 edit families and compilations of the test originals, "
              "and the natural near-duplicates); a query's source is its original or that original's natural "
              "near-duplicate, and the clips `bench/copies/run.py` leaves out of a query's ranking are left out "
-             "here. The engine's default nprobe is " f"{settings.nprobe}.")
+             f"here. The engine's default nprobe is {settings.nprobe}.")
     publish("coarse-recall", "Coarse-stage recall at scale", "python -m bench.coarse_recall", body,
             print_only=args.no_write)
 

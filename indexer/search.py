@@ -241,8 +241,7 @@ def coarse_candidates(index: VectorIndex, views: list[np.ndarray], neighbours: i
     return [(seq, score, v) for seq, (score, v) in ranked]
 
 
-def aggregate(scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None,
-              limit: int | None = None) -> list[tuple[int, float]]:
+def aggregate(scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None) -> list[tuple[int, float]]:
     """Per video: sum over query frames of its best neighbour score (>= 0), / Tq; best first."""
     if seqs.size == 0:
         return []
@@ -255,5 +254,5 @@ def aggregate(scores: np.ndarray, seqs: np.ndarray, exclude_seq: int | None,
     best = np.zeros((len(videos), tq), dtype=np.float32)
     np.maximum.at(best, (inverse, rows), flat_scores)
     totals = best.sum(axis=1) / tq
-    order = np.argsort(-totals, kind="stable")[:limit]
+    order = np.argsort(-totals, kind="stable")
     return [(int(videos[i]), float(totals[i])) for i in order]

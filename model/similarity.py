@@ -444,7 +444,7 @@ class HAPVRSimilarity(nn.Module):
                     x = targets[j].to(torch.float32, copy=True)  # never the caller's tensor, normalised in place
                     padded[row, :n] = x.mul_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12)
                                              .reciprocal_())
-                else:  # by way of float32: torch casts fp16 to bf16 at a third of the speed of fp16 -> fp32 -> bf16
+                else:  # by way of float32: torch's fp16 -> bf16 cast runs at a third of fp16 -> fp32 -> bf16
                     padded[row, :n] = targets[j].float()
                 padded[row, n:] = 0
             f2f = self.frame_to_frame(q, padded)
