@@ -74,7 +74,7 @@ class Settings(BaseSettings):
                                     "training-free Chamfer instead of its comparator CNN (true: the paper's "
                                     "network); unset: the checkpoint's own choice")
     rerank_precision: str = Field("auto", description="auto (bfloat16 region products and comparator convolutions "
-                                  "on CPU, each where a start-up probe finds it faster), float32, bfloat16")
+                                  "on CPUs whose bf16 units pay off, docs/CONFIG.md), float32, bfloat16")
     confidence_map: Path | None = Field(None, description="calibrated-confidence map (indexer/confidence.py); "
                                         "unset: the shipped one, used only with the model version it was fitted for")
     f2f_topk_rate: float = 0.1
