@@ -69,7 +69,7 @@ def bf16_matmul_is_faster() -> bool:
 def bf16_conv_is_faster() -> bool:
     """Whether the comparator's convolutions run in bf16: on CPUs with AMX (`amx_bf16`), where they
     take 0.38 of their float32 time (27 S^F of 60 x 60 frames, 2-core Xeon); elsewhere float32, the
-    paper's computation, which no other CPU of ours has been measured to beat."""
+    paper's computation: bf16 convolutions have not been measured on other CPUs."""
     return "amx_bf16" in cpu_flags()
 
 
