@@ -98,13 +98,18 @@ def build(root: Path, n: int, real: list[np.ndarray], model_version: str, rng: n
     store.close()
 
 
+def milvus_file(root: Path) -> Path:
+    """The milvus-lite file that holds a collection's descriptors (`build(..., milvus=...)`), beside it."""
+    return root.parent / f"{root.name}-vectors.db"
+
+
 def collection(work: Path, n: int, version: str, keep: Path | None = None, milvus: bool = False) -> tuple[Path, float]:
     """The synthetic `n`-video collection and how long it took to build (s). With `keep`, it is built once
     under that folder (for this model version) and reused by later runs: a 100k build takes ~9 minutes."""
     base = work if keep is None else keep / hashlib.sha256(version.encode()).hexdigest()[:12]
     root = base / f"n{n}"
     marker = base / f"n{n}.built"
-    if keep is not None and marker.exists() and (not milvus or (base / f"n{n}-vectors.db").exists()):
+    if keep is not None and marker.exists() and (not milvus or milvus_file(root).exists()):
         return root, float(marker.read_text())
     shutil.rmtree(root, ignore_errors=True)
     real_cache = base / "real.npz"
@@ -115,7 +120,7 @@ def collection(work: Path, n: int, version: str, keep: Path | None = None, milvu
         base.mkdir(parents=True, exist_ok=True)
         np.savez(real_cache, *real)  # embedded once per run (or once per --keep folder)
     start = time.perf_counter()
-    build(root, n, real, version, np.random.default_rng(n), milvus=base / f"n{n}-vectors.db" if milvus else None)
+    build(root, n, real, version, np.random.default_rng(n), milvus=milvus_file(root) if milvus else None)
     build_s = time.perf_counter() - start
     if keep is not None:
         marker.write_text(f"{build_s:.1f}")
@@ -170,7 +175,7 @@ def main() -> None:
         sizes = "1000,10000" if args.milvus and args.sizes == parser.get_default("sizes") else args.sizes
         for n in (int(s) for s in sizes.split(",")):
             root, build_s = collection(work, n, version, args.keep, milvus=args.milvus)
-            milvus = root.parent / f"n{n}-vectors.db" if args.milvus else None
+            milvus = milvus_file(root) if args.milvus else None
             # with --milvus, FAISS and Milvus on the same collection and queries, in one run
             runs = ([(True, None, ""), (True, None, str(milvus)), (False, None, str(milvus))] if milvus else
                     [(True, None, ""), (False, None, ""), (True, 0, "")])

@@ -81,6 +81,11 @@ def runnable(command: str) -> list[str]:
     return out
 
 
+def cells(line: str) -> list[str]:
+    """The cells of one markdown table row."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def target_rows(text: str) -> list[tuple[str, list[str]]]:
     """(row, the sections it cites) for each data row of the targets table (target | measured | status |
     sections): the last cell names them."""
@@ -88,8 +93,7 @@ def target_rows(text: str) -> list[tuple[str, list[str]]]:
     rows = []
     for line in (block.group(1).splitlines() if block else []):
         if line.startswith("| ") and not line.startswith("| target "):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            rows.append((line, re.findall(r"`([\w-]+)`", cells[-1])))
+            rows.append((line, re.findall(r"`([\w-]+)`", cells(line)[-1])))
     return rows
 
 
@@ -109,9 +113,9 @@ def mark(text: str, config: str) -> str:
     text = SECTION.sub(warn, text)
     for line, cited in target_rows(text):
         if names & set(cited) and "**stale**" not in line:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            cells[2] = f"**stale** ({', '.join(sorted(names & set(cited)))}); {cells[2]}"  # the status cell
-            text = text.replace(line, "| " + " | ".join(cells) + " |", 1)
+            row = cells(line)
+            row[2] = f"**stale** ({', '.join(sorted(names & set(cited)))}); {row[2]}"  # the status cell
+            text = text.replace(line, "| " + " | ".join(row) + " |", 1)
     return text
 
 
